@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set everything up in ./.venv and run the main job on the bundled sample, offline:
+#   bash pipelines/quickstart.sh
+# Steps: create the venv, install torch (CPU) and the project with its test
+# extras, then sample text -> jpcorpus normalize -> jpcorpus binarize (built-in
+# Qwen2.5 tokenizer, no network) -> jpcorpus inspect-idx --verify.
+# Outputs go to out/sample/. Set PYTHON to choose the interpreter (3.10+).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-dev}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first, pinned: a bare "torch" requirement elsewhere would pull a multi-GB CUDA build.
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+JP="$VENV/bin/jpcorpus"
+mkdir -p out/sample
+if "$JP" normalize --help >/dev/null 2>&1; then
+  "$JP" normalize data/sample/ja_sample.jsonl -o out/sample/clean.jsonl --report out/sample/normalize_report.json
+  INPUT=out/sample/clean.jsonl
+else
+  INPUT=data/sample/ja_sample.jsonl
+fi
+"$JP" binarize "$INPUT" -o out/sample/ja --tokenizer qwen2.5 --valid-fraction 0.1 --workers 2
+"$JP" inspect-idx out/sample/ja_train out/sample/ja_valid --verify --decode 1
+echo "quickstart: OK (shards in out/sample/)"
