@@ -76,6 +76,7 @@ def verify(prefix: str | os.PathLike, vocab_size: int | None = None, check_token
     except FormatError as exc:
         return [str(exc)]
     problems = _check_index(ds)
+    index_sound = not problems
     sidecar = read_sidecar(prefix)
     if sidecar is None:
         problems.append(f"{prefix}.json: no sidecar, so the tokenizer that made this shard is unknown")
@@ -84,7 +85,7 @@ def verify(prefix: str | os.PathLike, vocab_size: int | None = None, check_token
         vocab_size = vocab_size or sidecar.get("tokenizer", {}).get("vocab_size")
         if check_tokenizer:
             problems += _check_tokenizer(sidecar)
-    if vocab_size and not problems:
+    if vocab_size and index_sound:
         problems += _check_token_range(ds, int(vocab_size))
     return problems
 
