@@ -1,0 +1,97 @@
+"""Perplexity and bits per character, checked against a per-token loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from test_eval_fixtures import SENTENCES, heldout_jsonl, tiny_models  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    from trainer.evaluate.models import load_model
+
+    return load_model(tiny_models[0], device="cpu", dtype="float32")
+
+
+def reference_nll(loaded, ids: list[int], max_length: int) -> float:
+    """Independent: one forward per scored token, over exactly the context the
+    window scheme allows (the window's tokens plus the one before it)."""
+    import torch
+
+    full = [loaded.context_token_id, *ids]
+    total = 0.0
+    with torch.inference_mode():
+        for j in range(1, len(full)):  # full[j] is scored
+            window_start = ((j - 1) // max_length) * max_length  # index in full of its context token
+            ctx = full[window_start:j]
+            logits = loaded.model(input_ids=torch.tensor([ctx])).logits[0, -1]
+            total -= torch.log_softmax(logits.float(), dim=-1)[full[j]].item()
+    return total
+
+
+def test_perplexity_matches_per_token_loop(loaded, tmp_path):
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    texts = [SENTENCES[0] * 2, SENTENCES[3]]
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    result = evaluate_perplexity(loaded, str(path), max_length=16, batch_size=3, progress=False)
+    ids = [loaded.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    expected = sum(reference_nll(loaded, i, 16) for i in ids)
+    assert result.tokens == sum(map(len, ids)) and result.tokens > 16
+    assert result.chars == sum(map(len, texts))
+    assert result.nll == pytest.approx(expected, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(expected / result.tokens), rel=1e-5)
+    assert result.bits_per_char == pytest.approx(expected / math.log(2) / result.chars, rel=1e-5)
+    # A random model is close to uniform: perplexity near the vocabulary size.
+    assert 0.3 * len(loaded.tokenizer) < result.perplexity < 3 * len(loaded.tokenizer)
+
+
+def test_batch_size_and_order_do_not_change_the_result(loaded, heldout_jsonl):
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    one = evaluate_perplexity(loaded, str(heldout_jsonl), max_length=32, batch_size=1, progress=False)
+    many = evaluate_perplexity(loaded, str(heldout_jsonl), max_length=32, batch_size=5, progress=False)
+    assert one.tokens == many.tokens
+    assert one.nll == pytest.approx(many.nll, rel=1e-5)
+
+
+def test_shard_gives_the_same_numbers_as_its_jsonl(loaded, heldout_jsonl, tmp_path):
+    import numpy as np
+
+    from jpcorpus.indexed_dataset import IndexedDatasetWriter
+    from jpcorpus.sidecar import write_sidecar
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    eod = loaded.tokenizer.eos_token_id
+    prefix = tmp_path / "valid_000"
+    with IndexedDatasetWriter(prefix, np.uint16) as writer:
+        for line in heldout_jsonl.read_text(encoding="utf-8").splitlines():
+            ids = loaded.tokenizer(json.loads(line)["text"], add_special_tokens=False)["input_ids"]
+            writer.add_document(np.array([*ids, eod], dtype=np.uint16))
+        writer.finalize()
+    write_sidecar(prefix, {"tokenizer": {"name": "tiny-test-bpe", "eod_id": eod}})
+    shard = evaluate_perplexity(loaded, str(prefix), max_length=64, progress=False)
+    text = evaluate_perplexity(loaded, str(heldout_jsonl), max_length=64, progress=False)
+    assert (shard.documents, shard.tokens, shard.chars) == (text.documents, text.tokens, text.chars)
+    assert shard.nll == pytest.approx(text.nll, rel=1e-6)
+    assert shard.decoded_with.startswith("model:")  # the sidecar's name is not a jpcorpus tokenizer
+    assert evaluate_perplexity(loaded, f"{prefix}.bin", max_length=64, max_docs=1, progress=False).documents == 1
+
+
+def test_shard_from_another_tokenizer_is_refused(loaded, tmp_path):
+    import numpy as np
+
+    from jpcorpus.indexed_dataset import IndexedDatasetWriter
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    prefix = tmp_path / "big_vocab"
+    with IndexedDatasetWriter(prefix, np.int32) as writer:
+        writer.add_document(np.array([5, 151000, 151643], dtype=np.int32))
+        writer.finalize()
+    with pytest.raises(ValueError, match="another tokenizer"):
+        evaluate_perplexity(loaded, str(prefix), progress=False)
