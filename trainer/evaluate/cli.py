@@ -1,0 +1,78 @@
+"""Click commands of the evaluation package; the ``trainer`` group registers them.
+
+Each command parses its options, calls one library function and prints. Heavy
+imports (torch, transformers, matplotlib) happen inside the library functions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _parse_texts(values: tuple[str, ...]) -> dict[str, str]:
+    texts = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{value!r} is not NAME=PATH (e.g. ja=valid.jsonl)", param_hint="--text")
+        if name in texts:
+            raise click.BadParameter(f"name {name!r} given twice", param_hint="--text")
+        texts[name] = path
+    return texts
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--text", "texts", multiple=True, metavar="NAME=PATH",
+              help="Held-out text: JSONL (field 'text', .gz/.zst too) or a .bin/.idx shard prefix. Repeatable.")
+@click.option("--jcqa", type=click.Path(exists=True, dir_okay=False), help="JCommonsenseQA JSONL (JGLUE v1.3).")
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False),
+              help="Base model directory, evaluated on the same data for a side-by-side table.")
+@click.option("--fewshot", default=0, show_default=True, help="JCQA solved examples before each question.")
+@click.option("--fewshot-file", type=click.Path(exists=True, dir_okay=False),
+              help="Take the few-shot examples from here (default: the first records of --jcqa, then not scored).")
+@click.option("--max-docs", type=int, help="Score only the first N documents of each --text.")
+@click.option("--max-questions", type=int, help="Score only the first N JCQA questions.")
+@click.option("--max-length", default=1024, show_default=True, help="Tokens per scored window.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write all numbers as JSON here.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_command(model, texts, jcqa, baseline, fewshot, fewshot_file, max_docs, max_questions,
+                 max_length, batch_size, device, dtype, seed, json_path, progress):
+    """Perplexity, bits per character and JCommonsenseQA accuracy of MODEL.
+
+    MODEL is a Hugging Face checkpoint directory (the exported adapted model or
+    the base model). Bits per character are comparable across tokenizers;
+    perplexity is per token, so only between models sharing a tokenizer.
+
+    Example:
+
+        trainer eval out/qwen25-ja --baseline models/Qwen2.5-0.5B
+        --text ja=data/valid_ja_000 --text en=data/en_wiki.jsonl
+        --jcqa jcommonsenseqa-v1.3_valid.jsonl --fewshot 3 --json eval.json
+    """
+    from trainer.evaluate.report import EvalSettings, format_table, run_eval
+
+    settings = EvalSettings(
+        texts=_parse_texts(texts), jcqa=jcqa, fewshot=fewshot, fewshot_path=fewshot_file, max_docs=max_docs,
+        max_questions=max_questions, max_length=max_length, batch_size=batch_size, device=device,
+        dtype=dtype, seed=seed, progress=progress)
+    try:
+        result = run_eval(model, settings, baseline)
+    except ValueError as exc:
+        _fail(exc)
+    click.echo(format_table(result))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"wrote {json_path}", err=True)
