@@ -76,3 +76,42 @@ def eval_command(model, texts, jcqa, baseline, fewshot, fewshot_file, max_docs, 
     if json_path:
         Path(json_path).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {json_path}", err=True)
+
+
+@click.command("generate")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False),
+              help="Base model directory: its continuations go in a second column.")
+@click.option("--prompts", "prompts_path", type=click.Path(exists=True, dir_okay=False),
+              help="One prompt per line ('#' comments; \\n for a line break). Default: trainer/prompts/ja_default.txt.")
+@click.option("-o", "--output", default="generations.md", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--max-new-tokens", default=128, show_default=True)
+@click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling.")
+@click.option("--temperature", default=0.7, show_default=True)
+@click.option("--top-p", default=0.9, show_default=True)
+@click.option("--repetition-penalty", default=1.1, show_default=True)
+@click.option("--seed", default=1234, show_default=True)
+@click.option("--samples", default=1, show_default=True, help="Continuations per prompt and model.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def generate(model, baseline, prompts_path, output, max_new_tokens, greedy, temperature, top_p,
+             repetition_penalty, seed, samples, device, dtype, progress):
+    """Continuations of Japanese prompts from MODEL (and --baseline), side by side in Markdown.
+
+    Same prompts, decoding settings and per-prompt seeds for both models, so the
+    columns differ only by the weights; the page is for human evaluation.
+
+    Example:
+
+        trainer generate out/qwen25-ja --baseline models/Qwen2.5-0.5B -o generations.md
+    """
+    from trainer.evaluate.generate import DEFAULT_PROMPTS, DecodingSettings, write_generations
+
+    try:
+        settings = DecodingSettings(max_new_tokens, not greedy, temperature, top_p, repetition_penalty, seed, samples)
+        path = write_generations(model, output, baseline, prompts_path or DEFAULT_PROMPTS, settings, device, dtype,
+                                 progress)
+    except ValueError as exc:
+        _fail(exc)
+    click.echo(f"wrote {path}")
