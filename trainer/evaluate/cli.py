@@ -115,3 +115,51 @@ def generate(model, baseline, prompts_path, output, max_new_tokens, greedy, temp
     except ValueError as exc:
         _fail(exc)
     click.echo(f"wrote {path}")
+
+
+@click.command("monitor")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where plots and summary.json go "
+              "(default RUN_DIR/monitor).")
+@click.option("--metrics-file", default="metrics.jsonl", show_default=True, help="File name inside RUN_DIR.")
+@click.option("--vocab-size", default=151_665, show_default=True,
+              help="Tokens the model predicts; a loss near ln(vocab) means uniform guessing.")
+@click.option("--spike-factor", default=1.5, show_default=True, help="Loss above this x its recent median is a spike.")
+@click.option("--stall-steps", default=100, show_default=True, help="Steps of unchanged learning rate to flag.")
+@click.option("--follow", type=float, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C (for a live run).")
+@click.option("--no-plots", is_flag=True, help="Only the summary (no matplotlib needed).")
+@click.option("--strict", is_flag=True, help="Exit 1 when an anomaly of severity error is found.")
+def monitor(run_dir, out_dir, metrics_file, vocab_size, spike_factor, stall_steps, follow, no_plots, strict):
+    """Plots and a JSON summary of RUN_DIR's metrics, flagging anomalies.
+
+    Flags NaN/inf, loss spikes, a loss near ln(vocab) (random weights or a
+    tokenizer mismatch), a stalled or zero learning rate and throughput
+    collapse. Works while the run writes its metrics and after it ended.
+
+    Example:
+
+        trainer monitor runs/qwen25_05b_ja_lora --follow 60
+    """
+    import time
+
+    from trainer.evaluate.anomalies import Thresholds
+    from trainer.evaluate.monitor import format_summary
+    from trainer.evaluate.monitor import monitor as run_monitor
+
+    thresholds = Thresholds(vocab_size=vocab_size, spike_factor=spike_factor, stall_steps=stall_steps)
+    while True:
+        try:
+            summary = run_monitor(run_dir, out_dir, thresholds, metrics_file, plots=not no_plots)
+        except ValueError as exc:
+            _fail(exc)
+        click.echo(format_summary(summary))
+        click.echo(f"wrote {summary['out_dir']}/summary.json" + (f" and {len(summary['plots'])} plots"
+                                                                 if summary["plots"] else ""))
+        if not follow:
+            break
+        try:
+            time.sleep(follow)
+        except KeyboardInterrupt:
+            break
+    if strict and summary["status"] == "error":
+        sys.exit(1)
