@@ -1,0 +1,53 @@
+"""``jpcorpus normalize``: a thin click layer over :func:`run_normalize`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("normalize")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Output JSON Lines file (.jsonl, .jsonl.gz or .jsonl.zst).")
+@click.option("--profile", default="default", show_default=True,
+              help="Shipped profile (default, web) or a YAML/TOML file of your own.")
+@click.option("--text-key", default="text", show_default=True, help="JSON field holding the text.")
+@click.option("--id-key", default="id", show_default=True, help="JSON field holding the document id.")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Input encoding: utf-8, cp932 (Shift_JIS) or euc_jp.")
+@click.option("--skip-bad", is_flag=True,
+              help="Count bad input records (and write them to --rejects) instead of stopping.")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Worker processes; the output is identical for every value.")
+@click.option("--rejects", default=None, help="Write every dropped document with its filter and reason here.")
+@click.option("--report", default=None, help="Write the counts per step as JSON here.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, progress):
+    """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
+
+    INPUT is JSON Lines (.jsonl, .gz, .zst) or plain text files, globs or folders.
+
+    \b
+    Example:
+      jpcorpus normalize raw/*.jsonl.gz -o clean.jsonl.zst --workers 8 \\
+          --rejects rejects.jsonl --report report.json
+      jpcorpus normalize old_sjis/*.txt -o clean.jsonl --encoding cp932 --profile web
+    """
+    from jpcorpus.normalize.pipeline import run_normalize
+    from jpcorpus.readers import InputError
+
+    if progress is None:
+        progress = click.get_text_stream("stderr").isatty()
+    try:
+        result = run_normalize(list(inputs), output, profile=profile, text_key=text_key, id_key=id_key,
+                               encoding=encoding, skip_bad=skip_bad, workers=workers, rejects=rejects,
+                               progress=progress)
+    except (InputError, ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if report:
+        with open(report, "w", encoding="utf-8") as f:
+            json.dump(result.as_dict(), f, ensure_ascii=False, indent=2)
+            f.write("\n")
+    click.echo(result.table(), err=True)
+    click.echo(f"wrote {result.docs_out:,} documents to {output}", err=True)

@@ -1,0 +1,268 @@
+"""Quality filters that need words: Sudachi morphological analysis (sudachidict-core).
+
+Whitespace-based word rules (Gopher, C4) do not work for Japanese, which has
+no spaces. These filters count real morphemes instead: how many words, how
+many are nouns (a list of nouns is not prose), whether particles and
+auxiliary verbs are there to hold sentences together, how many words the
+dictionary does not know, and how often word n-grams repeat.
+
+All of them read one :func:`analyze` result per document (cached), so a
+document is tokenized once however many of these filters a profile lists.
+Each worker process creates its own Sudachi tokenizer the first time it needs
+one; nothing is created at import time, so ``--help`` stays instant.
+
+Sudachi refuses inputs longer than 49,149 bytes of UTF-8. :func:`split_for_sudachi`
+cuts a long text into pieces at line breaks (else after 。！？, else, for a
+single enormous run without either, at a character boundary) that are
+analyzed one after another: every character is analyzed, nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+
+from jpcorpus.document import Document
+from jpcorpus.normalize.steps import Filter, FilterResult
+
+SUDACHI_MAX_BYTES = 49_149
+# A character is at most 4 bytes of UTF-8, so a piece of this many characters
+# always fits. Pieces of ~12k characters cost the same per byte as whole texts.
+MAX_PIECE_CHARS = SUDACHI_MAX_BYTES // 4
+_SENTENCE_END = re.compile(r"[。！？!?]")
+
+# Word classes read from the first field of Sudachi's part of speech.
+SYMBOL, NOUN, PARTICLE, AUX_VERB, OTHER = 0, 1, 2, 3, 4
+_CLASS_OF_POS = {"補助記号": SYMBOL, "記号": SYMBOL, "空白": SYMBOL,
+                 "名詞": NOUN, "助詞": PARTICLE, "助動詞": AUX_VERB}
+OOV_WORD_ID = 0xF000_0000  # Sudachi gives unknown words the id 0xF0000000 | pos id
+
+
+def split_for_sudachi(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
+    """Cut ``text`` into pieces Sudachi accepts; ``"".join(pieces) == text`` always.
+
+    >>> split_for_sudachi("一行目。\\n二行目。三行目。", max_chars=6)
+    ['一行目。\\n', '二行目。', '三行目。']
+    """
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        end = start + max_chars
+        cut = text.rfind("\n", start + max_chars // 2, end)
+        if cut < 0:
+            ends = [m.end() for m in _SENTENCE_END.finditer(text, start + max_chars // 2, end)]
+            cut = ends[-1] - 1 if ends else end - 1
+        pieces.append(text[start:cut + 1])
+        start = cut + 1
+    pieces.append(text[start:])
+    return pieces
+
+
+@lru_cache(maxsize=None)
+def _dictionary():
+    from sudachipy import Dictionary  # heavy: loaded on first use in each process
+
+    return Dictionary(dict="core")
+
+
+@lru_cache(maxsize=None)
+def _tokenizer(mode: str):
+    return _dictionary().tokenizer(mode)
+
+
+@lru_cache(maxsize=None)
+def _pos_classes() -> np.ndarray:
+    """Word class of every Sudachi part-of-speech id."""
+    dictionary, classes = _dictionary(), []
+    while (pos := dictionary.pos_of(len(classes))) is not None:
+        classes.append(_CLASS_OF_POS.get(pos[0], OTHER))
+    return np.array(classes, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The words of one text (symbols and spaces left out), as parallel arrays."""
+
+    classes: np.ndarray  # uint8 word class (NOUN, PARTICLE, ...) of each word
+    word_ids: np.ndarray  # int64 Sudachi word id; unknown words: OOV_WORD_ID | pos
+
+    @property
+    def words(self) -> int:
+        return len(self.classes)
+
+    def share(self, word_class: int) -> float:
+        return float((self.classes == word_class).sum()) / self.words if self.words else 0.0
+
+    @property
+    def unknown_share(self) -> float:
+        return float((self.word_ids >= OOV_WORD_ID).sum()) / self.words if self.words else 0.0
+
+
+@lru_cache(maxsize=2)
+def analyze(text: str, mode: str = "C") -> Analysis:
+    """Tokenize ``text`` with Sudachi (in pieces if long) and keep word classes and ids.
+
+    >>> a = analyze("吾輩は猫である。")
+    >>> a.words, round(a.share(NOUN), 2)
+    (5, 0.2)
+    """
+    tokenizer = _tokenizer(mode)
+    flat: list[int] = []
+    for piece in split_for_sudachi(text):
+        flat.extend([x for m in tokenizer.tokenize(piece) for x in (m.part_of_speech_id(), m.word_id())])
+    pairs = np.array(flat, dtype=np.int64).reshape(-1, 2)
+    classes = _pos_classes()[pairs[:, 0]]
+    words = classes != SYMBOL
+    return Analysis(classes[words], pairs[words, 1])
+
+
+class _MorphologyFilter(Filter):
+    mode: str
+
+    def _analysis(self, doc: Document) -> Analysis:
+        return analyze(doc.text, self.mode)
+
+    def _check_mode(self) -> None:
+        if self.mode not in ("A", "B", "C"):
+            raise ValueError(f"{self.name}.mode must be A, B or C (Sudachi split mode), got {self.mode!r}")
+
+
+@dataclass
+class MinWords(_MorphologyFilter):
+    """Drop documents with fewer than ``min_words`` words (symbols not counted).
+
+    >>> MinWords(min_words=10).filter(Document("猫がいる。"))
+    (False, 'too_few_words')
+    """
+
+    name: ClassVar[str] = "min_words"
+    reasons: ClassVar[tuple[str, ...]] = ("too_few_words",)
+    min_words: int = 20
+    """Fewest words a kept document has."""
+    mode: str = "C"
+    """Sudachi split mode (A short units, C long units)."""
+
+    def __post_init__(self) -> None:
+        self._check_mode()
+
+    def filter(self, doc: Document) -> FilterResult:
+        return True if self._analysis(doc).words >= self.min_words else (False, "too_few_words")
+
+
+@dataclass
+class NounRatio(_MorphologyFilter):
+    """Drop documents that are mostly nouns: keyword lists, tag clouds, menus.
+
+    >>> NounRatio().filter(Document("東京 大阪 名古屋 札幌 福岡 温泉 旅館 ホテル 格安 予約"))
+    (False, 'too_many_nouns')
+    >>> NounRatio().filter(Document("週末は友達と京都へ行って、お寺を見て回りました。"))
+    True
+    """
+
+    name: ClassVar[str] = "noun_ratio"
+    reasons: ClassVar[tuple[str, ...]] = ("too_many_nouns",)
+    max_ratio: float = 0.7
+    """Greatest share of words that are nouns."""
+    mode: str = "C"
+    """Sudachi split mode."""
+
+    def __post_init__(self) -> None:
+        self._check_fraction("max_ratio", self.max_ratio)
+        self._check_mode()
+
+    def filter(self, doc: Document) -> FilterResult:
+        return True if self._analysis(doc).share(NOUN) <= self.max_ratio else (False, "too_many_nouns")
+
+
+@dataclass
+class FunctionWordRatio(_MorphologyFilter):
+    """Drop documents without enough particles and auxiliary verbs (は が を に です ます).
+
+    Japanese sentences are held together by them; their absence marks lists,
+    titles, tables and text in other languages.
+
+    >>> FunctionWordRatio().filter(Document("新製品 発表 限定 価格 送料 無料"))
+    (False, 'too_few_function_words')
+    >>> FunctionWordRatio().filter(Document("雨が降ったので、試合は中止になりました。"))
+    True
+    """
+
+    name: ClassVar[str] = "function_word_ratio"
+    reasons: ClassVar[tuple[str, ...]] = ("too_few_function_words",)
+    min_ratio: float = 0.15
+    """Least share of words that are particles (助詞) or auxiliary verbs (助動詞)."""
+    mode: str = "C"
+    """Sudachi split mode."""
+
+    def __post_init__(self) -> None:
+        self._check_fraction("min_ratio", self.min_ratio)
+        self._check_mode()
+
+    def filter(self, doc: Document) -> FilterResult:
+        a = self._analysis(doc)
+        share = a.share(PARTICLE) + a.share(AUX_VERB)
+        return True if share >= self.min_ratio else (False, "too_few_function_words")
+
+
+@dataclass
+class UnknownWordRatio(_MorphologyFilter):
+    """Drop documents with many words Sudachi's dictionary does not know (mojibake, noise).
+
+    >>> UnknownWordRatio().filter(Document("ｑｚｘ ｗｖｋ ｊｊｑ ｘｘｚ ｐｑｒ は です"))
+    (False, 'too_many_unknown_words')
+    """
+
+    name: ClassVar[str] = "unknown_word_ratio"
+    reasons: ClassVar[tuple[str, ...]] = ("too_many_unknown_words",)
+    max_ratio: float = 0.1
+    """Greatest share of words that are out of the dictionary."""
+    mode: str = "C"
+    """Sudachi split mode."""
+
+    def __post_init__(self) -> None:
+        self._check_fraction("max_ratio", self.max_ratio)
+        self._check_mode()
+
+    def filter(self, doc: Document) -> FilterResult:
+        return True if self._analysis(doc).unknown_share <= self.max_ratio else (False, "too_many_unknown_words")
+
+
+@dataclass
+class WordNgramRepetition(_MorphologyFilter):
+    """Drop documents where word n-grams repeat too often (spam, generated filler).
+
+    The share is the fraction of word n-grams that repeat an earlier one.
+    Unknown words of one part of speech share an id, so a run of different
+    unknown words looks repetitive; ``unknown_word_ratio`` catches those first.
+
+    >>> WordNgramRepetition().filter(Document("今すぐ登録して稼ごう。" * 5 + "簡単です。"))
+    (False, 'repeated_word_ngrams')
+    """
+
+    name: ClassVar[str] = "word_ngram_repetition"
+    reasons: ClassVar[tuple[str, ...]] = ("repeated_word_ngrams",)
+    n: int = 3
+    """Words per n-gram."""
+    max_share: float = 0.3
+    """Greatest share of word n-grams that repeat an earlier one."""
+    mode: str = "C"
+    """Sudachi split mode."""
+
+    def __post_init__(self) -> None:
+        self._check_fraction("max_share", self.max_share)
+        self._check_positive("n", self.n)
+        self._check_mode()
+
+    def filter(self, doc: Document) -> FilterResult:
+        ids = self._analysis(doc).word_ids
+        if len(ids) < self.n:
+            return True
+        grams = np.zeros(len(ids) - self.n + 1, dtype=np.int64)
+        for k in range(self.n):
+            grams = grams * np.int64(1_000_003) + ids[k:len(ids) - self.n + 1 + k]
+        repeated = 1.0 - len(np.unique(grams)) / len(grams)
+        return True if repeated <= self.max_share else (False, "repeated_word_ngrams")

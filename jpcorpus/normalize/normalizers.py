@@ -1,0 +1,136 @@
+"""Formatters: ``text -> text`` steps that clean without dropping anything.
+
+Run in the order a profile lists them; the shipped profiles use
+``unicode_nfkc`` -> ``remove_invisible`` -> ``normalize_whitespace``.
+See docs/normalize.md for why each choice was made.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import ClassVar
+
+from jpcorpus.normalize.steps import Formatter
+
+# The wave dash problem: cp932 decodes 0x8160 as U+FF5E FULLWIDTH TILDE, while
+# EUC-JP and ISO-2022-JP decode the same character as U+301C WAVE DASH. NFKC
+# turns U+FF5E into an ASCII "~" and leaves U+301C alone, so the same "10〜20"
+# would come out two ways depending on the source encoding.
+WAVE_DASHES = "\uff5e\u301c"
+
+
+@dataclass
+class UnicodeNfkc(Formatter):
+    """Unicode NFKC, with the wave dash unified and a few characters kept as they are.
+
+    NFKC folds full-width ASCII to ASCII (``ＡＢＣ１２３！？`` -> ``ABC123!?``)
+    and half-width katakana to full-width (``ｶﾞｯｺｳ`` -> ``ガッコウ``); 、。「」
+    are untouched. It would also turn ``…`` into ``...`` and ``‥`` into ``..``,
+    which breaks Japanese ellipses (``……`` is one mark in Japanese prose), so
+    those are in ``preserve`` by default.
+
+    >>> UnicodeNfkc().format("ＡＢＣ１２３！？ｶﾞｯｺｳ")
+    'ABC123!?ガッコウ'
+    >>> UnicodeNfkc().format("１０～２０円……（株）")
+    '10〜20円……(株)'
+    >>> UnicodeNfkc(wave_dash="", preserve="").format("１０～２０円……")
+    '10~20円......'
+    """
+
+    name: ClassVar[str] = "unicode_nfkc"
+    form: str = "NFKC"
+    """Unicode normal form: NFKC (default), NFC, NFKD or NFD."""
+    wave_dash: str = "\u301c"
+    """Write both wave dashes (U+301C, U+FF5E) as this; "" leaves them to NFKC."""
+    preserve: str = "…‥"
+    """Characters kept exactly as they are (NFKC would expand them)."""
+
+    def __post_init__(self) -> None:
+        if self.form not in ("NFKC", "NFC", "NFKD", "NFD"):
+            raise ValueError(f"{self.name}.form must be NFKC, NFC, NFKD or NFD, got {self.form!r}")
+        self._wave = str.maketrans({c: self.wave_dash for c in WAVE_DASHES}) if self.wave_dash else None
+        self._keep = re.compile(f"([{re.escape(self.preserve)}]+)") if self.preserve else None
+
+    def format(self, text: str) -> str:
+        if self._wave is not None:
+            text = text.translate(self._wave)
+        if unicodedata.is_normalized(self.form, text):
+            return text
+        if self._keep is None or not self._keep.search(text):
+            return unicodedata.normalize(self.form, text)
+        parts = self._keep.split(text)  # odd indices are the preserved runs
+        return "".join(p if i % 2 else unicodedata.normalize(self.form, p) for i, p in enumerate(parts))
+
+
+def _invisible_table() -> dict[int, None]:
+    table: dict[int, None] = {}
+    for cp in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)):
+        if chr(cp) not in "\n\t\r":
+            table[cp] = None  # C0/C1 controls; newline, tab and CR are left to normalize_whitespace
+    for cp in (0x00AD, 0x061C, 0x180E, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F,
+               0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF, 0xFFF9, 0xFFFA, 0xFFFB):
+        table[cp] = None  # soft hyphen, zero-width characters, marks, BOM
+    for cp in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A)):
+        table[cp] = None  # bidirectional embedding and isolate controls
+    return table
+
+
+@dataclass
+class RemoveInvisible(Formatter):
+    """Remove control characters, zero-width characters and byte order marks.
+
+    Newlines and tabs stay (``normalize_whitespace`` handles them). Ideographic
+    variation selectors (U+E0100..) stay: they pick a kanji glyph, they are not noise.
+
+    >>> RemoveInvisible().format("\\ufeff吾輩は\\u200b猫で\\x07ある。")
+    '吾輩は猫である。'
+    """
+
+    name: ClassVar[str] = "remove_invisible"
+    _TABLE: ClassVar[dict[int, None]] = _invisible_table()
+
+    def format(self, text: str) -> str:
+        return text.translate(self._TABLE)
+
+
+_LINE_BREAKS = re.compile("\r\n|[\r\u2028\u2029\x85\x0b\x0c]")
+_HSPACE = re.compile("[^\\S\n]+")  # any whitespace but the newline (U+3000 included)
+
+
+@dataclass
+class NormalizeWhitespace(Formatter):
+    """Unify newlines, squeeze spaces, keep paragraphs, trim runs of blank lines.
+
+    Every run of horizontal whitespace (tabs, U+3000 ideographic space,
+    no-break space) becomes one ASCII space; spaces at the ends of lines go
+    (with ``strip_indent``, also the leading U+3000 indentation of Japanese
+    paragraphs); at most ``max_blank_lines`` empty lines separate paragraphs.
+
+    >>> NormalizeWhitespace().format("　吾輩は猫である。\\r\\n\\r\\n\\r\\n\\r\\n名前は\\t まだ無い。  \\n")
+    '吾輩は猫である。\\n\\n名前は まだ無い。'
+    >>> NormalizeWhitespace(strip_indent=False, max_blank_lines=0).format("　一\\n\\n　二")
+    ' 一\\n 二'
+    """
+
+    name: ClassVar[str] = "normalize_whitespace"
+    max_blank_lines: int = 1
+    """Longest run of empty lines kept between paragraphs (0 joins paragraphs line by line)."""
+    strip_indent: bool = True
+    """Remove leading spaces of each line (the full-width paragraph indent)."""
+
+    def __post_init__(self) -> None:
+        if self.max_blank_lines < 0:
+            raise ValueError(f"{self.name}.max_blank_lines must be >= 0, got {self.max_blank_lines!r}")
+        self._blank = re.compile("\n{%d,}" % (self.max_blank_lines + 2))
+        self._blank_to = "\n" * (self.max_blank_lines + 1)
+
+    def format(self, text: str) -> str:
+        text = _LINE_BREAKS.sub("\n", text)
+        text = _HSPACE.sub(" ", text)
+        text = text.replace(" \n", "\n")
+        if self.strip_indent:
+            text = text.replace("\n ", "\n").lstrip(" ")
+        text = self._blank.sub(self._blank_to, text)
+        return text.strip("\n ") if self.strip_indent else text.rstrip("\n ").lstrip("\n")

@@ -1,0 +1,202 @@
+"""The runner of ``jpcorpus normalize``: read, clean in parallel, deduplicate in order, write.
+
+::
+
+    read (main) -> batches -> [workers] formatters -> filters -> fingerprints
+                -> (main, input order) exact_dedup -> near_dedup -> output / rejects
+
+Each worker process builds the profile's steps once (Sudachi is created on
+first use in that process) and handles whole batches; the main process keeps
+at most ``2 x workers`` batches in flight, so memory stays flat whatever the
+input size. Results come back in input order and deduplication runs on them
+in the main process, so the output is byte-identical for every ``--workers``.
+With ``workers=1`` everything runs in the main process, no pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections import deque
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from jpcorpus.document import Document
+from jpcorpus.normalize.output import AtomicJsonlWriter
+from jpcorpus.normalize.profiles import build_steps, load_profile
+from jpcorpus.normalize.report import RunReport, StepCount
+from jpcorpus.normalize.steps import Formatter
+from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
+
+BATCH_DOCS = 256
+BATCH_CHARS = 1 << 18  # ~0.75 MB of Japanese per batch: big enough to amortise pickling
+
+_STEPS: list = []
+_DEDUPS: list = []
+
+
+def _init_worker(profile: dict[str, Any]) -> None:
+    global _STEPS, _DEDUPS
+    _STEPS, _DEDUPS = build_steps(profile)
+
+
+def _new_counts(steps: Iterable) -> list[StepCount]:
+    return [StepCount(s.name, "formatter" if isinstance(s, Formatter) else "filter") for s in steps]
+
+
+def process_document(doc: Document, steps: list, dedups: list, counts: list[StepCount]) -> tuple:
+    """Run the per-document steps on ``doc``: ``("keep", doc, fingerprints)`` or ``("drop", doc, step, reason)``."""
+    for step, count in zip(steps, counts):
+        count.saw(doc.text)
+        if isinstance(step, Formatter):
+            text = step.format(doc.text)
+            count.docs_changed += text != doc.text
+            count.chars_out += len(text)
+            doc.text = text
+            continue
+        verdict = step.filter(doc)
+        if verdict is not True:
+            reason = verdict[1] if isinstance(verdict, tuple) else step.name
+            count.dropped(reason, len(doc.text))
+            return ("drop", doc, step.name, reason)
+    return ("keep", doc, [d.fingerprint(doc.text) for d in dedups])
+
+
+def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
+    counts = _new_counts(_STEPS)
+    results = [item if isinstance(item, tuple) else process_document(item, _STEPS, _DEDUPS, counts)
+               for item in batch]
+    return results, counts
+
+
+def _batches(paths: list[Path], read_options: dict, stats: ReadStats) -> Iterator[list]:
+    """Documents and bad-input records (as ``("skip", source, reason, message)``), in input order."""
+    skipped: list[tuple] = []
+
+    def on_skip(error: InputError) -> None:
+        skipped.append(("skip", error.source, error.reason, error.message))
+
+    batch: list = []
+    chars = 0
+    for doc in iter_documents(paths, stats=stats, on_skip=on_skip, **read_options):
+        batch.extend(skipped)
+        skipped.clear()
+        batch.append(doc)
+        chars += len(doc.text)
+        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    batch.extend(skipped)
+    if batch:
+        yield batch
+
+
+def _results(batches: Iterator[list], profile: dict, workers: int) -> Iterator[tuple[list, list[StepCount]]]:
+    if workers == 1:
+        _init_worker(profile)
+        yield from map(_process_batch, batches)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked Sudachi or file handles
+    with context.Pool(workers, _init_worker, (profile,)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_process_batch, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def run_normalize(
+    inputs: list[str],
+    output: str,
+    *,
+    profile: str = "default",
+    text_key: str = "text",
+    id_key: str = "id",
+    encoding: str = "utf-8",
+    skip_bad: bool = False,
+    workers: int = 1,
+    rejects: str | None = None,
+    progress: bool = False,
+) -> RunReport:
+    """Normalize and filter ``inputs`` into ``output``; return the counts.
+
+    Raises :class:`~jpcorpus.readers.InputError` for bad input (unless
+    ``skip_bad``) and ``ValueError`` for a bad option or profile; in both
+    cases no output file is left behind.
+    """
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    paths = expand_inputs(inputs)
+    out_path = Path(output)
+    if any(out_path.resolve() == p.resolve() for p in paths):
+        raise ValueError(f"-o {output}: the output would overwrite an input file")
+    loaded = load_profile(profile)
+    steps, dedups = build_steps(loaded)  # validates the profile before any work
+    counts = _new_counts(steps) + [StepCount(d.name, "dedup") for d in dedups]
+    stats = ReadStats()
+    report = RunReport(profile, workers, {}, counts)
+    read_options = dict(text_key=text_key, id_key=id_key, encoding=encoding, skip_bad=skip_bad)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        out = stack.enter_context(AtomicJsonlWriter(out_path))
+        rej = stack.enter_context(AtomicJsonlWriter(rejects)) if rejects else None
+        bar = stack.enter_context(_progress_bar(progress))
+        for results, batch_counts in _results(_batches(paths, read_options, stats), loaded, workers):
+            for total, part in zip(counts, batch_counts):
+                total.merge(part)
+            for item in results:
+                _emit(item, dedups, counts[len(steps):], out, rej, report, text_key)
+            if bar is not None:
+                bar.update(len(results))
+                bar.set_postfix_str(f"{stats.text_bytes / 1e6 / (time.perf_counter() - started):.2f} MB/s")
+    report.read = stats.as_dict()
+    report.seconds = time.perf_counter() - started
+    report.dedup_memory_bytes = sum(d.memory_bytes() for d in dedups)
+    return report
+
+
+def _emit(item: tuple, dedups: list, dedup_counts: list[StepCount], out, rej, report: RunReport,
+          text_key: str) -> None:
+    kind = item[0]
+    if kind == "skip":
+        if rej is not None:
+            rej.write({"filter": "read", "reason": item[2], "source": item[1], "message": item[3]})
+        return
+    doc = item[1]
+    if kind == "keep":
+        for dedup, count, fingerprint in zip(dedups, dedup_counts, item[2]):
+            count.saw(doc.text)
+            verdict = dedup.check(fingerprint)
+            if verdict is not True:
+                count.dropped(verdict[1], len(doc.text))
+                kind, item = "drop", ("drop", doc, dedup.name, verdict[1])
+                break
+    if kind == "keep":
+        out.write(doc.to_record(text_key))
+        report.docs_out += 1
+        report.chars_out += len(doc.text)
+    elif rej is not None:
+        rej.write({"filter": item[2], "reason": item[3], "source": doc.source, "record": doc.to_record(text_key)})
+
+
+class _progress_bar:
+    """A tqdm bar on stderr with docs/s (and MB/s in the postfix), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit=" docs", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        return self.bar
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.close()
