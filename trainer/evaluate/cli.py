@@ -163,3 +163,26 @@ def monitor(run_dir, out_dir, metrics_file, vocab_size, spike_factor, stall_step
             break
     if strict and summary["status"] == "error":
         sys.exit(1)
+
+
+@click.command("check-env")
+@click.option("--allow-cpu", is_flag=True, help="No GPU is a WARN, not a FAIL (CI, dry runs, evaluation machines).")
+@click.option("--deep", is_flag=True, help="Also import nemo.collections.llm (~50 s) and check llm.finetune exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+def check_env(allow_cpu, deep, as_json):
+    """Check what trainer run needs: Python, torch/CUDA, GPU, bf16, NeMo, megatron-core,
+    TransformerEngine, modelopt, Sudachi, the tokenizer. Exits 1 when a run could not work.
+
+    Example:
+
+        trainer check-env --deep
+    """
+    from trainer.evaluate.check_env import FAIL, format_table, run_checks
+
+    rows = run_checks(allow_cpu=allow_cpu, deep=deep)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_table(rows))
+    if any(r.status == FAIL for r in rows):
+        sys.exit(1)
