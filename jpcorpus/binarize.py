@@ -63,7 +63,7 @@ class BinarizeOptions:
             raise ValueError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_shard_bytes is not None and self.max_shard_bytes < 1 << 20:
+        if self.max_shard_bytes is not None and self.max_shard_bytes < 10**6:
             raise ValueError(f"--max-shard-size must be at least 1MB, got {self.max_shard_bytes} bytes")
 
 
