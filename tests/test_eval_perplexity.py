@@ -95,3 +95,40 @@ def test_shard_from_another_tokenizer_is_refused(loaded, tmp_path):
         writer.finalize()
     with pytest.raises(ValueError, match="another tokenizer"):
         evaluate_perplexity(loaded, str(prefix), progress=False)
+
+
+def test_real_qwen_tokenizer_shard_decodes_through_jpcorpus(tmp_path):
+    """A shard made with the built-in qwen2.5 tokenizer is decoded with it (sidecar name),
+    and gives the same numbers as the JSONL it came from, on a tiny Qwen2 with Qwen's vocabulary."""
+    import numpy as np
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from jpcorpus.indexed_dataset import IndexedDatasetWriter
+    from jpcorpus.sidecar import write_sidecar
+    from trainer.evaluate.models import load_model
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    tokenizer_module = pytest.importorskip("jpcorpus.tokenizer")
+    tok = tokenizer_module.load_tokenizer("qwen2.5")
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                         eos_token_id=tok.eod_id)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")
+    tok.hf.save_pretrained(tmp_path / "model")
+    texts = [SENTENCES[0], SENTENCES[2] + SENTENCES[4], SENTENCES[3]]
+    jsonl = tmp_path / "ja.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    prefix = tmp_path / "valid_000"
+    with IndexedDatasetWriter(prefix, np.int32) as writer:
+        for ids in tok.encode_batch(texts):
+            writer.add_document(np.array([*ids, tok.eod_id], dtype=np.int32))
+        writer.finalize()
+    write_sidecar(prefix, {"tokenizer": tok.describe()})
+    loaded = load_model(tmp_path / "model", device="cpu", dtype="float32")
+    shard = evaluate_perplexity(loaded, str(prefix), progress=False)
+    text = evaluate_perplexity(loaded, str(jsonl), progress=False)
+    assert shard.decoded_with == "jpcorpus:qwen2.5"
+    assert shard.chars == sum(map(len, texts)) and shard.tokens == text.tokens
+    assert shard.nll == pytest.approx(text.nll, rel=1e-6)
