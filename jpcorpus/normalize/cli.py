@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -38,7 +39,7 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
     from jpcorpus.readers import InputError
 
     if progress is None:
-        progress = click.get_text_stream("stderr").isatty()
+        progress = sys.stderr.isatty()
     try:
         result = run_normalize(list(inputs), output, profile=profile, text_key=text_key, id_key=id_key,
                                encoding=encoding, skip_bad=skip_bad, workers=workers, rejects=rejects,

@@ -51,20 +51,24 @@ class UnicodeNfkc(Formatter):
         if self.form not in ("NFKC", "NFC", "NFKD", "NFD"):
             raise ValueError(f"{self.name}.form must be NFKC, NFC, NFKD or NFD, got {self.form!r}")
         self._wave = str.maketrans({c: self.wave_dash for c in WAVE_DASHES}) if self.wave_dash else None
-        self._keep = re.compile(f"([{re.escape(self.preserve)}]+)") if self.preserve else None
+        # Preserved characters stand in as Unicode noncharacters (U+FDD0..), which
+        # NFKC leaves alone and which real text never contains, then come back.
+        if len(self.preserve) > 32:
+            raise ValueError(f"{self.name}.preserve may list at most 32 characters")
+        self._hide = str.maketrans({c: 0xFDD0 + i for i, c in enumerate(self.preserve)})
+        self._show = str.maketrans({0xFDD0 + i: c for i, c in enumerate(self.preserve)})
 
     def format(self, text: str) -> str:
         if self._wave is not None:
             text = text.translate(self._wave)
         if unicodedata.is_normalized(self.form, text):
             return text
-        if self._keep is None or not self._keep.search(text):
+        if not self.preserve:
             return unicodedata.normalize(self.form, text)
-        parts = self._keep.split(text)  # odd indices are the preserved runs
-        return "".join(p if i % 2 else unicodedata.normalize(self.form, p) for i, p in enumerate(parts))
+        return unicodedata.normalize(self.form, text.translate(self._hide)).translate(self._show)
 
 
-def _invisible_table() -> dict[int, None]:
+def _invisible_pattern() -> re.Pattern:
     table: dict[int, None] = {}
     for cp in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)):
         if chr(cp) not in "\n\t\r":
@@ -74,7 +78,7 @@ def _invisible_table() -> dict[int, None]:
         table[cp] = None  # soft hyphen, zero-width characters, marks, BOM
     for cp in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A)):
         table[cp] = None  # bidirectional embedding and isolate controls
-    return table
+    return re.compile("[" + "".join(re.escape(chr(cp)) for cp in sorted(table)) + "]+")
 
 
 @dataclass
@@ -89,10 +93,10 @@ class RemoveInvisible(Formatter):
     """
 
     name: ClassVar[str] = "remove_invisible"
-    _TABLE: ClassVar[dict[int, None]] = _invisible_table()
+    _PATTERN: ClassVar[re.Pattern] = _invisible_pattern()
 
     def format(self, text: str) -> str:
-        return text.translate(self._TABLE)
+        return self._PATTERN.sub("", text)
 
 
 _LINE_BREAKS = re.compile("\r\n|[\r\u2028\u2029\x85\x0b\x0c]")

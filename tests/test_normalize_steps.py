@@ -1,0 +1,53 @@
+"""Steps beyond their doctests: Sudachi on long texts, near-duplicate behaviour, workers."""
+
+import json
+from pathlib import Path
+
+from jpcorpus.normalize import pipeline
+from jpcorpus.normalize.dedup import NearDedup
+from jpcorpus.normalize.morphology import SUDACHI_MAX_BYTES, analyze, split_for_sudachi
+
+LABELLED = Path(__file__).parent / "data" / "normalize" / "labelled.jsonl"
+KEEP = [r["text"] for r in map(json.loads, LABELLED.read_text(encoding="utf-8").splitlines()) if r["label"] == "keep"]
+
+
+def test_long_text_is_split_for_sudachi_and_analyzed_whole():
+    one = "\n".join(KEEP)
+    long = "\n".join([one] * 10)
+    assert len(long.encode("utf-8")) > 2 * SUDACHI_MAX_BYTES
+    pieces = split_for_sudachi(long)
+    assert "".join(pieces) == long and len(pieces) > 2
+    assert all(len(p.encode("utf-8")) < SUDACHI_MAX_BYTES for p in pieces)
+    assert abs(analyze(long).words - 10 * analyze(one).words) <= 20  # nothing dropped at the cuts
+
+
+def test_split_without_any_boundary_is_still_lossless():
+    text = "あ" * 40_000  # no newline, no 。: cut at character boundaries
+    pieces = split_for_sudachi(text)
+    assert "".join(pieces) == text and all(len(p.encode("utf-8")) < SUDACHI_MAX_BYTES for p in pieces)
+    assert analyze(text).words > 0
+
+
+def test_near_dedup_catches_small_edits_not_different_texts():
+    d = NearDedup()
+    base = KEEP[0] + KEEP[1]
+    assert d.check(d.fingerprint(base)) is True
+    assert d.check(d.fingerprint(base.replace("雪だった", "雨だった"))) == (False, "near_duplicate")
+    assert all(d.check(d.fingerprint(text + KEEP[-1])) is True for text in KEEP[2:12])
+
+
+def test_fingerprints_are_the_same_in_every_process():
+    text = KEEP[3]
+    assert NearDedup().fingerprint(text).tolist() == NearDedup().fingerprint(text).tolist()
+    assert NearDedup(seed=2).fingerprint(text).tolist() != NearDedup().fingerprint(text).tolist()
+
+
+def test_output_identical_for_1_and_2_workers_over_many_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_DOCS", 4)
+    outputs = []
+    for workers in (1, 2):
+        out, rej = tmp_path / f"o{workers}.jsonl", tmp_path / f"r{workers}.jsonl"
+        report = pipeline.run_normalize([str(LABELLED), str(LABELLED)], str(out), rejects=str(rej), workers=workers)
+        outputs.append((out.read_bytes(), rej.read_bytes(), json.dumps(report.as_dict()["steps"])))
+        assert report.docs_out == 32  # the second copy of the file is all duplicates
+    assert outputs[0] == outputs[1]
