@@ -51,10 +51,13 @@ def test_perplexity_matches_per_token_loop(loaded, tmp_path):
     assert 0.3 * len(loaded.tokenizer) < result.perplexity < 3 * len(loaded.tokenizer)
 
 
-def test_batch_size_and_order_do_not_change_the_result(loaded, heldout_jsonl):
+def test_batch_size_order_and_chunking_do_not_change_the_result(loaded, heldout_jsonl, monkeypatch):
+    from trainer.evaluate import perplexity
     from trainer.evaluate.perplexity import evaluate_perplexity
 
+    monkeypatch.setattr(perplexity, "DOCS_PER_CHUNK", 1)
     one = evaluate_perplexity(loaded, str(heldout_jsonl), max_length=32, batch_size=1, progress=False)
+    monkeypatch.undo()
     many = evaluate_perplexity(loaded, str(heldout_jsonl), max_length=32, batch_size=5, progress=False)
     assert one.tokens == many.tokens
     assert one.nll == pytest.approx(many.nll, rel=1e-5)
