@@ -13,6 +13,7 @@ eight filters is scanned once, not eight times.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,47 +50,52 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def _count(cp: np.ndarray, ranges) -> int:
-    mask = np.zeros(cp.shape, dtype=bool)
-    for lo, hi in ranges:
-        mask |= (cp >= lo) & (cp <= hi)
-    return int(mask.sum())
+def _class_pattern(*ranges) -> re.Pattern:
+    return re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for group in ranges for lo, hi in group) + "]")
+
+
+_HIRAGANA, _KATAKANA, _KANJI, _PUNCT = (_class_pattern(r) for r in (HIRAGANA, KATAKANA, KANJI, JAPANESE_PUNCT))
+_SPACE = re.compile(r"\s")
+
+
+def _count(pattern: re.Pattern, text: str) -> int:
+    return pattern.subn("", text)[1]  # regex beats numpy on the many short texts
 
 
 @lru_cache(maxsize=4)
 def char_stats(text: str) -> CharStats:
     """Class counts of ``text`` (cached for the last few texts)."""
-    cp = codepoints(text)
-    hira = _count(cp, HIRAGANA)
-    kata = _count(cp, KATAKANA)
-    kanji = _count(cp, KANJI)
-    punct = _count(cp, JAPANESE_PUNCT)
-    space = int(((cp == 0x20) | (cp == 0x0A) | (cp == 0x09) | (cp == 0x3000) | (cp == 0x0D)).sum())
-    return CharStats(hira, kata, kanji, hira + kata + kanji + punct, len(cp) - space)
+    hira, kata, kanji = _count(_HIRAGANA, text), _count(_KATAKANA, text), _count(_KANJI, text)
+    japanese = hira + kata + kanji + _count(_PUNCT, text)
+    return CharStats(hira, kata, kanji, japanese, len(text) - _count(_SPACE, text))
 
 
-def ngram_hashes(text: str, n: int) -> np.ndarray:
+@lru_cache(maxsize=16)
+def _poly_hashes(text: str, n: int) -> np.ndarray:
+    """Polynomial hashes of the n-grams, built from the (n-1)-gram ones (cached)."""
+    cp = codepoints(text).astype(np.uint64)
+    if n == 1:
+        return cp + np.uint64(1)
+    shorter = _poly_hashes(text, n - 1)
+    with np.errstate(over="ignore"):
+        return shorter[:-1] * _MIX + cp[n - 1:] + np.uint64(1)
+
+
+def ngram_hashes(text: str, n: int, mixed: bool = True) -> np.ndarray:
     """64-bit hashes of every character n-gram of ``text``, in order.
 
-    A polynomial hash over the code points followed by a splitmix64 finaliser,
-    so that equal n-grams get equal hashes and different ones look random
-    (MinHash needs the latter). Texts shorter than ``n`` give one hash of the
-    whole text.
+    A polynomial hash over the code points followed (``mixed``) by a splitmix64
+    finaliser, so that equal n-grams get equal hashes and different ones look
+    random (MinHash needs the latter). Texts shorter than ``n`` give one hash
+    of the whole text.
 
     >>> h = ngram_hashes("ねこねこ", 2)
     >>> len(h), h[0] == h[2], h[0] == h[1]
     (3, True, False)
     """
-    cp = codepoints(text).astype(np.uint64)
-    if len(cp) < n:
-        n = max(len(cp), 1)
-        cp = cp if len(cp) else np.zeros(1, dtype=np.uint64)
-    count = len(cp) - n + 1
-    with np.errstate(over="ignore"):
-        h = np.zeros(count, dtype=np.uint64)
-        for k in range(n):
-            h = h * _MIX + cp[k:k + count] + np.uint64(1)
-        return mix64(h)
+    n = max(1, min(n, len(text)))
+    h = _poly_hashes(text, n) if text else np.zeros(1, dtype=np.uint64)
+    return mix64(h) if mixed else h
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -114,7 +120,7 @@ def top_ngram_share(text: str, n: int) -> float:
     """
     if len(text) < n:
         return 0.0
-    _, counts = np.unique(ngram_hashes(text, n), return_counts=True)
+    _, counts = np.unique(ngram_hashes(text, n, mixed=False), return_counts=True)
     return min(1.0, float(counts.max()) * n / len(text))
 
 
@@ -128,7 +134,7 @@ def duplicate_ngram_share(text: str, n: int) -> float:
     """
     if len(text) < n:
         return 0.0
-    h = ngram_hashes(text, n)
+    h = ngram_hashes(text, n, mixed=False)
     _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
     dup_start = counts[inverse] > 1
     # Mark every character covered by a duplicated n-gram: +1 at its start, -1 after its end.

@@ -155,18 +155,20 @@ class NearDedup(Deduplicator):
             self._check_positive(key, getattr(self, key))
         rng = np.random.default_rng(self.seed)
         num_perm = self.num_bands * self.rows_per_band
-        self._a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)  # odd: a bijection
-        self._b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        # 32-bit permutations x -> a*x + b mod 2^32 (a odd: a bijection): half the memory
+        # traffic of 64-bit ones, and 2^32 values are plenty to estimate Jaccard similarity.
+        self._a = rng.integers(1, 2**32, size=num_perm, dtype=np.uint32) | np.uint32(1)
+        self._b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
         self._salt = mix64(np.arange(1, self.num_bands + 1, dtype=np.uint64))
         self._seen = FingerprintTable()
 
     def signature(self, text: str) -> np.ndarray:
         """The MinHash signature: the least permuted hash per permutation."""
-        shingles = np.unique(ngram_hashes(text, self.ngram))
-        sig = np.full(len(self._a), np.iinfo(np.uint64).max, dtype=np.uint64)
+        shingles = (ngram_hashes(text, self.ngram) >> np.uint64(32)).astype(np.uint32)  # repeats change no minimum
+        sig = np.full(len(self._a), np.iinfo(np.uint32).max, dtype=np.uint32)
         with np.errstate(over="ignore"):
-            for start in range(0, len(shingles), 2048):
-                block = shingles[start:start + 2048, None] * self._a + self._b
+            for start in range(0, len(shingles), 4096):
+                block = shingles[start:start + 4096, None] * self._a + self._b
                 np.minimum(sig, block.min(axis=0), out=sig)
         return sig
 
@@ -176,7 +178,7 @@ class NearDedup(Deduplicator):
         keys = self._salt.copy()
         with np.errstate(over="ignore"):
             for j in range(self.rows_per_band):
-                keys = mix64(keys ^ rows[:, j])
+                keys = mix64(keys ^ rows[:, j].astype(np.uint64))
         return keys
 
     def check(self, fingerprint: np.ndarray) -> FilterResult:

@@ -50,7 +50,10 @@ class UnicodeNfkc(Formatter):
     def __post_init__(self) -> None:
         if self.form not in ("NFKC", "NFC", "NFKD", "NFD"):
             raise ValueError(f"{self.name}.form must be NFKC, NFC, NFKD or NFD, got {self.form!r}")
-        self._wave = str.maketrans({c: self.wave_dash for c in WAVE_DASHES}) if self.wave_dash else None
+        pre = {c: self.wave_dash for c in WAVE_DASHES} if self.wave_dash else {}
+        if self.form in ("NFKC", "NFKD"):
+            pre["\u3000"] = " "  # exactly what NFKC does; done first so that indented text is often already normal
+        self._pre = str.maketrans(pre)
         # Preserved characters stand in as Unicode noncharacters (U+FDD0..), which
         # NFKC leaves alone and which real text never contains, then come back.
         if len(self.preserve) > 32:
@@ -59,13 +62,16 @@ class UnicodeNfkc(Formatter):
         self._show = str.maketrans({0xFDD0 + i: c for i, c in enumerate(self.preserve)})
 
     def format(self, text: str) -> str:
-        if self._wave is not None:
-            text = text.translate(self._wave)
+        text = text.translate(self._pre)
         if unicodedata.is_normalized(self.form, text):
             return text
-        if not self.preserve:
-            return unicodedata.normalize(self.form, text)
-        return unicodedata.normalize(self.form, text.translate(self._hide)).translate(self._show)
+        if self.preserve:
+            text = text.translate(self._hide)
+        # No normal form joins characters across a line break, so only the lines
+        # that are not yet normal need the (slow) normalisation.
+        norm, check = unicodedata.normalize, unicodedata.is_normalized
+        text = "\n".join(line if check(self.form, line) else norm(self.form, line) for line in text.split("\n"))
+        return text.translate(self._show) if self.preserve else text
 
 
 def _invisible_pattern() -> re.Pattern:

@@ -1,0 +1,117 @@
+"""Benchmark ``jpcorpus normalize`` (default profile) against raw SudachiPy on the same text.
+
+    python bench/normalize.py --input ../shared/corpus/aozora_bench_100mb.jsonl.gz --limit-mb 20
+    python bench/normalize.py --input ../shared/corpus/wikinews_ja.jsonl.gz --limit-mb 8
+
+Takes the first ``--limit-mb`` MB of text from the input (whole records),
+writes them to a temporary uncompressed JSONL, then in this one run measures:
+
+- raw SudachiPy: one tokenizer (mode C), every document tokenized in pieces
+  under Sudachi's 49,149-byte limit, nothing else (dictionary load not timed);
+- the whole default profile through ``run_normalize`` at each ``--workers``
+  value, each in a fresh process (pool start and dictionary loads included),
+  with the peak RSS of the main process and of the largest worker;
+- the same at a quarter of the slice, to show that memory stays flat.
+
+Prints a Markdown table for docs/benchmarks.md. The text never leaves /tmp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_INPUT = REPO.parent / "shared" / "corpus" / "aozora_bench_100mb.jsonl.gz"
+
+
+def make_slice(source: Path, limit_mb: float, dest: Path) -> tuple[int, int]:
+    """Copy whole records from ``source`` until ``limit_mb`` MB of text; return (docs, text bytes)."""
+    docs = size = 0
+    opener = gzip.open if source.name.endswith(".gz") else open
+    with opener(source, "rt", encoding="utf-8") as f, open(dest, "w", encoding="utf-8") as out:
+        for line in f:
+            if size >= limit_mb * 1e6:
+                break
+            out.write(line)
+            docs += 1
+            size += len(json.loads(line)["text"].encode("utf-8"))
+    return docs, size
+
+
+def raw_sudachi(path: Path) -> float:
+    """Seconds for SudachiPy (mode C) alone to tokenize every text of ``path``."""
+    from jpcorpus.normalize.morphology import _tokenizer, split_for_sudachi
+
+    tokenizer = _tokenizer("C")
+    texts = [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
+    started = time.perf_counter()
+    for text in texts:
+        for piece in split_for_sudachi(text):
+            tokenizer.tokenize(piece)
+    return time.perf_counter() - started
+
+
+def one_run(path: str, workers: int) -> None:
+    """Child process: run the default profile and print seconds, counts and peak RSS as JSON."""
+    from jpcorpus.normalize.pipeline import run_normalize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        report = run_normalize([path], f"{tmp}/out.jsonl", workers=workers)
+        seconds = time.perf_counter() - started
+    print(json.dumps({
+        "seconds": seconds, "docs_in": report.docs_in, "docs_out": report.docs_out,
+        "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))
+
+
+def measure(path: Path, workers: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--_one", str(path), str(workers)],
+                         check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
+    parser.add_argument("--limit-mb", type=float, default=20.0)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._one:
+        return one_run(args._one[0], int(args._one[1]))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        full, quarter = Path(tmp) / "slice.jsonl", Path(tmp) / "quarter.jsonl"
+        docs, size = make_slice(args.input, args.limit_mb, full)
+        make_slice(args.input, args.limit_mb / 4, quarter)
+        mb = size / 1e6
+        raw = mb / raw_sudachi(full)
+        print(f"input: {args.input.name}, first {docs} records, {mb:.1f} MB of text; "
+              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+        print("\n| run | MB/s | x raw Sudachi (1 proc) | docs kept | peak RSS main / worker (MB) "
+              "| peak RSS at 1/4 slice (MB) |")
+        print("|---|---|---|---|---|---|")
+        print(f"| raw SudachiPy, mode C, 1 process | {raw:.2f} | 1.00 | - | - | - |")
+        for workers in map(int, args.workers.split(",")):
+            r = measure(full, workers)
+            q = measure(quarter, workers)
+            rate = mb / r["seconds"]
+            print(f"| default profile, --workers {workers} | {rate:.2f} | {rate / raw:.2f} "
+                  f"| {r['docs_out']}/{r['docs_in']} | {r['main_rss_mb']:.0f} / {r['worker_rss_mb']:.0f} "
+                  f"| {q['main_rss_mb']:.0f} / {q['worker_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
