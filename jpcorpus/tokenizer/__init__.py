@@ -1,0 +1,220 @@
+"""The project's tokenizer layer: the exact Qwen2.5 tokenizer offline, or any HF fast tokenizer.
+
+``load_tokenizer(spec)`` accepts
+
+* ``qwen2.5`` -- the built-in, rebuilt offline from pinned BPE ranks into a real
+  Hugging Face directory in the cache (see :mod:`jpcorpus.tokenizer.builtin_qwen`);
+* a local Hugging Face tokenizer directory (``tokenizer.json`` and/or
+  ``tokenizer_config.json``), loaded with ``AutoTokenizer.from_pretrained``;
+* anything else, as a hub id (only works when the hub is reachable).
+
+>>> tok = load_tokenizer("qwen2.5")                      # doctest: +SKIP
+>>> tok.encode("Hello world").tolist(), tok.eod_id       # doctest: +SKIP
+([9707, 1879], 151643)
+
+``encode_batch`` returns int32 arrays with no special tokens and no end-of-document
+id (the caller appends ``eod_id``). For the built-in it uses an exact tiktoken fast
+path (:mod:`jpcorpus.tokenizer.fastpath`) unless ``JPCORPUS_NO_FAST_TOKENIZER=1``.
+
+Fingerprint (``Tokenizer.fingerprint``, ``tokfp1:<sha256>``): the sha256 of a
+canonical JSON of the vocabulary in id order (added tokens included), the added
+tokens (id, content, special) and the ids of a fixed probe set; see
+:mod:`jpcorpus.tokenizer.fingerprint`. Two tokenizers that tokenise alike share
+it, whatever their files' formatting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+BUILTIN_NAMES = ("qwen2.5",)
+DEFAULT_EOD_TOKEN = "<|endoftext|>"
+# Files whose sha256 goes into describe()["files"], when present.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "added_tokens.json", "tokenizer.model")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer could not be loaded or configured as asked."""
+
+
+def cache_root() -> Path:
+    """``$JPCORPUS_CACHE`` or ``~/.cache/jpcorpus``."""
+    return Path(os.environ.get("JPCORPUS_CACHE") or Path.home() / ".cache" / "jpcorpus").expanduser()
+
+
+def _fast_path_wanted(fast_path: bool | None) -> bool:
+    if fast_path is not None:
+        return fast_path
+    return os.environ.get("JPCORPUS_NO_FAST_TOKENIZER", "").strip().lower() in ("", "0", "false", "no")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Tokenizer:
+    """A loaded tokenizer: encode/decode plus the facts a shard sidecar records."""
+
+    def __init__(self, name: str, *, hf_dir: Path | None = None, hf=None, eod_token: str | None = None,
+                 fingerprint: str | None = None, fast=None):
+        if hf_dir is None and hf is None:
+            raise TokenizerError("a Tokenizer needs a directory or a loaded HF tokenizer")
+        self.name = name
+        self.hf_dir = hf_dir
+        self._hf = hf
+        self._fingerprint = fingerprint
+        self._fast = fast
+        self.fast_path = fast is not None
+        self._eod_token = eod_token
+
+    @property
+    def hf(self):
+        """The Hugging Face fast tokenizer (loaded on first use)."""
+        if self._hf is None:
+            from transformers import AutoTokenizer
+
+            self._hf = _require_fast(AutoTokenizer.from_pretrained(str(self.hf_dir)), str(self.hf_dir))
+        return self._hf
+
+    @property
+    def _backend(self):
+        return self.hf.backend_tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """``len(tokenizer)``: base vocabulary plus added tokens (151,665 for Qwen2.5)."""
+        return len(self.hf)
+
+    @property
+    def eod_token(self) -> str:
+        """End-of-document token: the override, else ``<|endoftext|>``, else the eos token."""
+        if self._eod_token is not None:
+            return self._eod_token
+        if self._backend.token_to_id(DEFAULT_EOD_TOKEN) is not None:
+            return DEFAULT_EOD_TOKEN
+        if self.hf.eos_token is not None:
+            return str(self.hf.eos_token)
+        raise TokenizerError(f"{self.name} has neither {DEFAULT_EOD_TOKEN} nor an eos token; pass --eod-token")
+
+    @property
+    def eod_id(self) -> int:
+        """Id of :attr:`eod_token`."""
+        idx = self._backend.token_to_id(self.eod_token)
+        if idx is None:
+            raise TokenizerError(f"--eod-token {self.eod_token!r} is not in the vocabulary of {self.name}")
+        return int(idx)
+
+    @property
+    def fingerprint(self) -> str:
+        """``tokfp1:`` + sha256 of vocabulary, added tokens and probe ids (cached)."""
+        if self._fingerprint is None:
+            from jpcorpus.tokenizer.fingerprint import fingerprint
+
+            self._fingerprint = fingerprint(self._backend)
+        return self._fingerprint
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """int32 ids per text; no special tokens added, no end-of-document appended."""
+        out: list[np.ndarray | None] = [None] * len(texts)
+        slow = list(range(len(texts)))
+        if self._fast is not None:
+            slow = []
+            for i, text in enumerate(texts):
+                out[i] = self._fast.encode(text)
+                if out[i] is None:
+                    slow.append(i)
+        if slow:
+            backend = self._backend
+            batch = [texts[i] for i in slow]
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            for i, enc in zip(slow, encode(batch, add_special_tokens=False)):
+                out[i] = np.asarray(enc.ids, dtype=np.int32)
+        return out  # type: ignore[return-value]
+
+    def encode(self, text: str) -> np.ndarray:
+        """int32 ids of one text (see :meth:`encode_batch`)."""
+        return self.encode_batch([text])[0]
+
+    def decode(self, ids) -> str:
+        """Text of ``ids`` (special tokens kept)."""
+        return self._backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def describe(self) -> dict:
+        """What a shard sidecar records about this tokenizer."""
+        files = {}
+        if self.hf_dir is not None:
+            files = {f: _file_sha256(self.hf_dir / f) for f in TOKENIZER_FILES if (self.hf_dir / f).is_file()}
+        return {"name": self.name, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
+                "eod_id": self.eod_id, "eod_token": self.eod_token, "files": files}
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, fast_path={self.fast_path})"
+
+
+def _require_fast(hf, where: str):
+    if not getattr(hf, "is_fast", False) or getattr(hf, "backend_tokenizer", None) is None:
+        raise TokenizerError(f"{where} loads only as a slow (Python) tokenizer; jpcorpus needs a fast one: "
+                             "add a tokenizer.json to the directory (e.g. save_pretrained from a fast tokenizer)")
+    return hf
+
+
+def _load_builtin(name: str, eod_token: str | None, fast_path: bool | None) -> Tokenizer:
+    from jpcorpus.tokenizer import builtin_qwen
+
+    folder = builtin_qwen.materialize(cache_root())
+    fast = None
+    if _fast_path_wanted(fast_path):
+        from jpcorpus.tokenizer.fastpath import FastEncoder, cached_unsafe_codepoints
+
+        unsafe = cached_unsafe_codepoints(folder, builtin_qwen.QWEN2_PATTERN)
+        fast = FastEncoder(builtin_qwen.load_ranks(), builtin_qwen.QWEN2_PATTERN, unsafe,
+                           [content for content, _ in builtin_qwen.ADDED_TOKENS])
+    return Tokenizer(name, hf_dir=folder, eod_token=eod_token, fast=fast,
+                     fingerprint=builtin_qwen.cached_fingerprint(folder))
+
+
+def load_tokenizer(spec: str, *, eod_token: str | None = None, fast_path: bool | None = None) -> Tokenizer:
+    """Load ``qwen2.5`` (built in, offline), a local HF tokenizer directory, or a hub id.
+
+    ``eod_token`` overrides the end-of-document token; ``fast_path`` forces the
+    built-in's tiktoken fast path on/off (default: on unless
+    ``JPCORPUS_NO_FAST_TOKENIZER=1``; other tokenizers always use HF).
+    """
+    if spec.strip().lower() in BUILTIN_NAMES:
+        tok = _load_builtin(spec, eod_token, fast_path)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+                raise TokenizerError(f"--tokenizer {spec}: the directory has no tokenizer.json or "
+                                     "tokenizer_config.json")
+            tok = Tokenizer(spec, hf_dir=path, eod_token=eod_token)
+            tok.hf  # load now so errors surface here
+        elif path.exists():
+            raise TokenizerError(f"--tokenizer {spec}: pass the directory holding tokenizer.json, not a file")
+        else:
+            tok = Tokenizer(spec, hf=_load_hub(spec), eod_token=eod_token)
+    tok.eod_id  # fail early on a bad --eod-token
+    return tok
+
+
+def _load_hub(spec: str):
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(spec)
+    except Exception as err:  # offline, unknown repo, bad files: one actionable message
+        raise TokenizerError(
+            f"--tokenizer {spec!r}: no such local directory, and loading it as a Hugging Face hub id failed "
+            f"(hub unreachable or no such repo: {type(err).__name__}). Pass --tokenizer qwen2.5 for the "
+            "built-in Qwen2.5 tokenizer, or a local tokenizer directory.") from err
+    return _require_fast(hf, spec)
