@@ -145,7 +145,7 @@ def test_merges_are_the_official_ones(qwen):
     merges = (qwen.hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
     # Opening lines of Qwen2's public merges.txt; its size (CRLF copy: 1,429,889 chars) matches too.
     assert merges[:8] == ["#version: 0.2", "Ġ Ġ", "ĠĠ ĠĠ", "i n", "Ġ t", "ĠĠĠĠ ĠĠĠĠ", "e r", "ĠĠ Ġ"]
-    assert merges[-3:] == ["âº Ł", "â½ Ĺ", "ãĩ ½"] or merges[-1] == "â½ Ĺ"
+    assert merges[-3:] == ["âį ¨", "âº Ł", "â½ Ĺ"]
     assert sum(len(m) + 2 for m in merges) == 1_429_889
 
 
