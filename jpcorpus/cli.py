@@ -168,15 +168,6 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own packages (added as they land)."""
-    try:
-        from jpcorpus.normalize.cli import normalize
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("jpcorpus.normalize"):
-            raise
-        return
-    main.add_command(normalize)
+from jpcorpus.normalize.cli import normalize  # noqa: E402  (its heavy imports are lazy)
 
-
-_register_optional_commands()
+main.add_command(normalize)
