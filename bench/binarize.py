@@ -107,7 +107,7 @@ def child(variant: str, path: Path, prefix: Path, workers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", type=Path)
+    parser.add_argument("input", type=Path, nargs="?")
     parser.add_argument("--limit-mb", type=float, default=20.0, help="use the first N MB of JSON lines")
     parser.add_argument("--variants", default="baseline:2,ours:1,ours:2",
                         help="comma list of variant:workers (variants: baseline, ours, ours-hf)")
@@ -119,6 +119,8 @@ def main() -> None:
         child(variant, Path(path), Path(prefix), int(workers))
         return
 
+    if args.input is None:
+        parser.error("the input JSONL file is required")
     work = Path(tempfile.mkdtemp(prefix="bench-binarize-"))
     data = work / "input.jsonl"
     size = prepare_input(args.input, args.limit_mb, data)
