@@ -124,6 +124,7 @@ _WORKER_DTYPE = None
 
 def _init_worker(spec: str, eod_token: str | None, dtype_name: str) -> None:
     global _WORKER_TOKENIZER, _WORKER_DTYPE
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from jpcorpus.tokenizer import load_tokenizer
 
     _WORKER_TOKENIZER = load_tokenizer(spec, eod_token=eod_token)
@@ -171,8 +172,7 @@ def _tokenized(batches: Iterator, opts: BinarizeOptions, tokenizer, dtype: np.dt
         for texts, splits in batches:
             yield (*encode_with_eod(tokenizer, texts, dtype), splits)
         return
-    ctx = multiprocessing.get_context("spawn")  # no inherited tokenizer threads or locks
-    with ctx.Pool(opts.workers, _init_worker, (opts.tokenizer, opts.eod_token, dtype.name)) as pool:
+    with _worker_pool(opts, tokenizer, dtype) as pool:
         pending: deque = deque()
         for texts, splits in batches:
             pending.append((pool.apply_async(_tokenize_batch, (texts,)), splits))
@@ -182,6 +182,22 @@ def _tokenized(batches: Iterator, opts: BinarizeOptions, tokenizer, dtype: np.dt
         while pending:
             result, s = pending.popleft()
             yield (*result.get(), s)
+
+
+def _worker_pool(opts: BinarizeOptions, tokenizer, dtype: np.dtype):
+    """Worker processes holding the tokenizer.
+
+    Where the platform can fork (Linux), workers inherit the tokenizer already
+    loaded here (no second load, pages shared); elsewhere each loads its own.
+    ``TOKENIZERS_PARALLELISM=false`` (set in :func:`binarize`) keeps each
+    worker on one core, so ``--workers`` is the number of cores used.
+    """
+    global _WORKER_TOKENIZER, _WORKER_DTYPE
+    if "fork" in multiprocessing.get_all_start_methods():
+        _WORKER_TOKENIZER, _WORKER_DTYPE = tokenizer, dtype
+        return multiprocessing.get_context("fork").Pool(opts.workers)
+    return multiprocessing.get_context("spawn").Pool(
+        opts.workers, _init_worker, (opts.tokenizer, opts.eod_token, dtype.name))
 
 
 # -------------------------------------------------------------------- writing
@@ -247,6 +263,9 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
 
     started = time.perf_counter()
     paths = expand_inputs(opts.inputs)
+    # One core per process: parallelism comes from --workers, not from the
+    # tokenizers library's thread pool (see docs/tokenizer.md).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_tokenizer(opts.tokenizer, eod_token=opts.eod_token)
     described = tokenizer.describe()
     dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))

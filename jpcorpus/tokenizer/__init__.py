@@ -65,7 +65,7 @@ class Tokenizer:
     """A loaded tokenizer: encode/decode plus the facts a shard sidecar records."""
 
     def __init__(self, name: str, *, hf_dir: Path | None = None, hf=None, eod_token: str | None = None,
-                 fingerprint: str | None = None, fast=None):
+                 fingerprint: str | None = None, fast=None, backend_file: Path | None = None):
         if hf_dir is None and hf is None:
             raise TokenizerError("a Tokenizer needs a directory or a loaded HF tokenizer")
         self.name = name
@@ -75,6 +75,11 @@ class Tokenizer:
         self._fast = fast
         self.fast_path = fast is not None
         self._eod_token = eod_token
+        # For the built-in, whose tokenizer.json we wrote ourselves, encode and
+        # decode straight through the `tokenizers` library: importing
+        # transformers costs seconds in every worker process.
+        self._backend_file = backend_file
+        self._raw_backend = None
 
     @property
     def hf(self):
@@ -87,12 +92,18 @@ class Tokenizer:
 
     @property
     def _backend(self):
+        if self._hf is None and self._backend_file is not None:
+            if self._raw_backend is None:
+                from tokenizers import Tokenizer as RawTokenizer
+
+                self._raw_backend = RawTokenizer.from_file(str(self._backend_file))
+            return self._raw_backend
         return self.hf.backend_tokenizer
 
     @property
     def vocab_size(self) -> int:
-        """``len(tokenizer)``: base vocabulary plus added tokens (151,665 for Qwen2.5)."""
-        return len(self.hf)
+        """Base vocabulary plus added tokens, as ``len(tokenizer)`` (151,665 for Qwen2.5)."""
+        return self._backend.get_vocab_size(with_added_tokens=True)
 
     @property
     def eod_token(self) -> str:
@@ -101,7 +112,7 @@ class Tokenizer:
             return self._eod_token
         if self._backend.token_to_id(DEFAULT_EOD_TOKEN) is not None:
             return DEFAULT_EOD_TOKEN
-        if self.hf.eos_token is not None:
+        if self._backend_file is None and self.hf.eos_token is not None:
             return str(self.hf.eos_token)
         raise TokenizerError(f"{self.name} has neither {DEFAULT_EOD_TOKEN} nor an eos token; pass --eod-token")
 
@@ -179,7 +190,7 @@ def _load_builtin(name: str, eod_token: str | None, fast_path: bool | None) -> T
         fast = FastEncoder(builtin_qwen.load_ranks(), builtin_qwen.QWEN2_PATTERN, unsafe,
                            [content for content, _ in builtin_qwen.ADDED_TOKENS])
     return Tokenizer(name, hf_dir=folder, eod_token=eod_token, fast=fast,
-                     fingerprint=builtin_qwen.cached_fingerprint(folder))
+                     fingerprint=builtin_qwen.cached_fingerprint(folder), backend_file=folder / "tokenizer.json")
 
 
 def load_tokenizer(spec: str, *, eod_token: str | None = None, fast_path: bool | None = None) -> Tokenizer:
