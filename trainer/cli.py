@@ -1,0 +1,67 @@
+"""The ``trainer`` command. Thin: parse, call one library function, print.
+
+NeMo, megatron-core and torch are imported inside the commands, so
+``trainer --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """Continual pretraining (NeMo 2) and evaluation of Qwen2.5 on Japanese.
+
+    \b
+    Example:
+      trainer run configs/qwen25_05b_ja_lora.yaml --dry-run
+      trainer run configs/qwen25_05b_ja_lora.yaml schedule.max_steps=200 peft=none
+    """
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Check the config and shards, build the NeMo objects and the "
+              "data module on CPU, print the plan; train nothing.")
+def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """Train as CONFIG says, with OVERRIDES as dotted key=value.
+
+    \b
+    Example:
+      trainer run configs/qwen25_05b_ja_lora.yaml --dry-run
+      trainer run configs/qwen25_05b_ja_lora.yaml run_dir=runs/try2 schedule.max_steps=120
+    """
+    from trainer.config import load_config
+
+    try:
+        cfg = load_config(config, list(overrides))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    from trainer.launch import run
+
+    try:
+        run(cfg, dry_run=dry_run, echo=click.echo)
+    except ValueError as exc:  # refusals: shards, tokenizer, base checkpoint
+        click.echo(f"trainer run: refused: {exc}", err=True)
+        sys.exit(2)
+
+
+def _add_evaluation_commands() -> None:
+    """``eval``/``generate``/``monitor``/... live in trainer.evaluate (their own module)."""
+    try:
+        from trainer.evaluate import cli as evaluate_cli
+    except ImportError:
+        return
+    for obj in vars(evaluate_cli).values():
+        if isinstance(obj, click.Command) and obj.name not in main.commands and obj is not main:
+            main.add_command(obj)
+
+
+_add_evaluation_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""The run configuration: typed dataclasses, one docstring per field.
+
+``load_config(path, overrides)`` reads YAML, applies ``dotted.key=value`` overrides
+and builds :class:`TrainConfig`; any wrong key or value raises ``ValueError``
+naming the dotted key to change, before anything heavy is imported.
+
+>>> cfg = from_dict({"model": {"preset": "tiny", "from_scratch": True},
+...                  "data": {"train": ["a"], "valid": ["b"]}}, ["schedule.max_steps=500"])
+>>> cfg.schedule.max_steps, cfg.peft.rank, cfg.optim.lr
+(500, 16, 0.0003)
+>>> from_dict({"model": {"from_scratch": True}}, ["schedule.micro_batch_size=3"])
+Traceback (most recent call last):
+...
+ValueError: schedule.global_batch_size: 32 is not a multiple of schedule.micro_batch_size 3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.presets import PRESETS
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "qwen2.5-0.5b"
+    """Architecture: ``qwen2.5-0.5b`` or ``tiny`` (tests); see ``trainer/presets.py``."""
+    base: str | None = None
+    """Weights to start from: a Hugging Face directory (imported once, with the parity
+    check) or a NeMo checkpoint directory made by a previous import."""
+    from_scratch: bool = False
+    """Start from random weights. Required (and only allowed) when ``base`` is unset."""
+    tokenizer: str = "qwen2.5"
+    """Tokenizer spec for ``jpcorpus.tokenizer.load_tokenizer`` (name or HF directory);
+    the shards' sidecars must name the same fingerprint, vocabulary and eod id."""
+    attention: str = "sdpa"
+    """Core attention without TransformerEngine: ``sdpa`` (torch scaled_dot_product_attention,
+    no s x s scores in memory) or ``local`` (megatron-core's DotProductAttention)."""
+
+
+@dataclass
+class DataConfig:
+    train: list[Any] = field(default_factory=list)
+    """Training shard prefixes (``PREFIX`` of ``PREFIX.bin/.idx/.json``), either plain
+    strings or ``{prefix: ..., weight: ...}`` for a weighted blend."""
+    valid: list[Any] = field(default_factory=list)
+    """Validation shard prefixes, same form as ``train``."""
+    seq_length: int = 2048
+    """Tokens per training sample."""
+    num_workers: int = 2
+    """DataLoader worker processes."""
+    seed: int = 1234
+    """Seed of the sample shuffling (GPTDataset index)."""
+
+
+@dataclass
+class PeftConfig:
+    method: str = "lora"
+    """``lora`` or ``none`` (full-parameter continual pretraining). YAML ``peft: none`` also works."""
+    rank: int = 16
+    """LoRA rank (NeMo's ``dim``)."""
+    alpha: int = 32
+    """LoRA scale numerator: the update is scaled by alpha / rank."""
+    dropout: float = 0.1
+    """Dropout on the LoRA branch input."""
+    targets: list[str] = field(default_factory=lambda: ["linear_qkv", "linear_proj"])
+    """Megatron module names: linear_qkv (fused q,k,v), linear_proj (o), linear_fc1, linear_fc2."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    """Peak learning rate."""
+    min_lr: float = 3e-5
+    """Learning rate at the end of cosine annealing."""
+    warmup_steps: int = 200
+    """Linear warmup steps from 0 to ``lr``."""
+    schedule: str = "cosine"
+    """Annealing after warmup: ``cosine`` (to ``min_lr`` at ``schedule.max_steps``) or ``constant``."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay."""
+    clip_grad: float = 1.0
+    """Gradient-norm clipping threshold."""
+    precision: str = "bf16-mixed"
+    """Mixed precision through NeMo's MegatronMixedPrecision plugin: ``bf16-mixed`` or ``32``."""
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int | None = None
+    """Validations without improvement before stopping; unset disables early stopping."""
+    min_delta: float = 0.0
+    """Smallest decrease of val_loss that counts as an improvement."""
+
+
+@dataclass
+class ScheduleConfig:
+    global_batch_size: int = 32
+    """Samples per optimizer step (micro batches are accumulated to reach it)."""
+    micro_batch_size: int = 4
+    """Samples per forward/backward pass on one GPU."""
+    max_steps: int = 1000
+    """Optimizer steps of the whole run (resumed runs count from the checkpoint)."""
+    val_every: int = 100
+    """Validate (and checkpoint) every this many steps."""
+    val_batches: int = 8
+    """Global batches per validation."""
+    preflight_batches: int = 2
+    """Validation batches scored before training by the preflight check (0 disables it)."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """Stop when val_loss stops improving."""
+    seed: int = 1234
+    """Seed of weight init, LoRA init and dropout."""
+
+
+@dataclass
+class CheckpointConfig:
+    save_top_k: int = 3
+    """Keep this many best checkpoints by validation loss (plus the last)."""
+    save_last: bool = True
+    """Also keep the most recent checkpoint, for resuming."""
+    resume: bool = True
+    """Resume automatically from the last complete checkpoint in ``run_dir``."""
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``run_dir``."""
+    metrics_file: str = "metrics.jsonl"
+    """Plain JSON-lines metrics (step, loss, val_loss, lr, grad_norm, step_time,
+    tokens_per_s, gpu_mem_gib) under ``run_dir``, read by ``trainer monitor``."""
+    every_n_steps: int = 1
+    """Log training metrics every this many steps."""
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/qwen25_05b_ja_lora"
+    """Where checkpoints, logs and metrics go; a rerun with the same run_dir resumes."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture and starting weights."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Shards and sample length."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """LoRA, or full-parameter training with ``method: none``."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Batch sizes, steps, validation."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """What is kept on disk."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """TensorBoard and the metrics file."""
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise ValueError naming the key for any value that would fail later."""
+    m, d, p, o, s = cfg.model, cfg.data, cfg.peft, cfg.optim, cfg.schedule
+    checks = [
+        ("model.preset", m.preset in PRESETS, f"unknown preset {m.preset!r}; choose one of {sorted(PRESETS)}"),
+        ("model.from_scratch", m.base or m.from_scratch,
+         "no model.base given: set model.base to a checkpoint, or from_scratch: true for random weights"),
+        ("model.from_scratch", not (m.base and m.from_scratch), "model.base and from_scratch: true exclude each other"),
+        ("model.attention", m.attention in ("sdpa", "local"), f"{m.attention!r} is not sdpa or local"),
+        ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
+        ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
+        ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),
+        ("peft.dropout", 0 <= p.dropout < 1, f"{p.dropout} is not in [0, 1)"),
+        ("peft.targets", p.targets and set(p.targets) <= {"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"},
+         f"{p.targets} must be a non-empty subset of linear_qkv, linear_proj, linear_fc1, linear_fc2"),
+        ("optim.lr", o.lr > 0, f"{o.lr} must be positive"),
+        ("optim.min_lr", 0 <= o.min_lr <= o.lr, f"{o.min_lr} must lie in [0, optim.lr={o.lr}]"),
+        ("optim.schedule", o.schedule in ("cosine", "constant"), f"{o.schedule!r} is not cosine or constant"),
+        ("optim.precision", o.precision in ("bf16-mixed", "32"), f"{o.precision!r} is not bf16-mixed or 32"),
+        ("schedule.micro_batch_size", s.micro_batch_size > 0, f"{s.micro_batch_size} must be positive"),
+        ("schedule.global_batch_size", s.global_batch_size % max(s.micro_batch_size, 1) == 0,
+         f"{s.global_batch_size} is not a multiple of schedule.micro_batch_size {s.micro_batch_size}"),
+        ("schedule.max_steps", s.max_steps > 0, f"{s.max_steps} must be positive"),
+        ("optim.warmup_steps", 0 <= o.warmup_steps < s.max_steps,
+         f"{o.warmup_steps} must be below schedule.max_steps={s.max_steps}"),
+        ("schedule.val_every", s.val_every > 0, f"{s.val_every} must be positive"),
+        ("schedule.val_batches", s.val_batches > 0, f"{s.val_batches} must be positive"),
+        ("checkpoint.save_top_k", cfg.checkpoint.save_top_k >= 1, f"{cfg.checkpoint.save_top_k} must be >= 1"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise ValueError(f"{key}: {message}")
+    for part in ("train", "valid"):
+        for i, entry in enumerate(getattr(d, part)):
+            _check_shard_entry(f"data.{part}[{i}]", entry)
+    return cfg
+
+
+def _check_shard_entry(key: str, entry: Any) -> None:
+    if isinstance(entry, str):
+        return
+    if not isinstance(entry, dict) or set(entry) - {"prefix", "weight"} or "prefix" not in entry:
+        raise ValueError(f"{key}: expected a prefix string or {{prefix: ..., weight: ...}}, got {entry!r}")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+        raise ValueError(f"{key}.weight: {weight!r} must be a positive number")
+
+
+def shard_blend(entries: list[Any]) -> list[tuple[str, float]]:
+    """``[(prefix, weight)]`` from the config's shard list (weight 1 when not given)."""
+    return [(e, 1.0) if isinstance(e, str) else (e["prefix"], float(e.get("weight", 1.0))) for e in entries]
+
+
+# ---- building from dictionaries -------------------------------------------------
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    if data is None:
+        data = {}
+    if cls is PeftConfig and data in ("none", "lora"):
+        data = {"method": data}
+    if not isinstance(data, dict):
+        raise ValueError(f"{key or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ValueError(f"{where}{unknown[0]}: unknown key; known keys: {sorted(names)}")
+    kwargs = {name: _coerce(hints[name], value, f"{key}.{name}" if key else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ValueError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set ``a.b.c=value`` (value parsed as YAML) in a nested dict, in place."""
+    import yaml
+
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"{item}: overrides are key=value with a dotted key, e.g. schedule.max_steps=100")
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            current = node.get(part)
+            if current is None:
+                node[part] = {}
+            elif current in ("none", "lora"):  # `peft: none` shorthand
+                node[part] = {"method": current}
+            elif not isinstance(current, dict):
+                raise ValueError(f"{path}: {part} is not a section")
+            node = node[part]
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def from_dict(data: dict, overrides: list[str] = ()) -> TrainConfig:
+    import copy
+
+    data = apply_overrides(copy.deepcopy(data or {}), list(overrides))
+    return validate(_build(TrainConfig, data, ""))
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config, apply ``key=value`` overrides, validate."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    return from_dict(data, overrides)
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

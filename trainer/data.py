@@ -1,0 +1,126 @@
+"""Our shards, checked before NeMo sees them, and NeMo's data module built on them.
+
+Every shard prefix must have ``PREFIX.bin``, ``PREFIX.idx`` and the ``PREFIX.json``
+sidecar written by ``jpcorpus binarize``; the sidecar's tokenizer (fingerprint,
+vocabulary size, end-of-document id) must equal the model's, else the run is
+refused with both values shown: a shard tokenized differently trains the model on
+garbage while every loss curve still looks plausible.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SIDECAR_FORMAT = "megatron-indexed-dataset"
+
+
+class ShardMismatch(ValueError):
+    """A shard that this model must not train on."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    prefix: str
+    weight: float
+    documents: int
+    tokens: int
+    tokenizer: dict
+
+
+def read_shard(prefix: str, weight: float = 1.0) -> ShardInfo:
+    """Check the files of one shard and read its sidecar."""
+    for suffix in (".bin", ".idx", ".json"):
+        if not Path(prefix + suffix).is_file():
+            what = "sidecar (written by jpcorpus binarize)" if suffix == ".json" else "file"
+            raise ShardMismatch(f"shard {prefix}: missing {what} {prefix}{suffix}")
+    try:
+        meta = json.loads(Path(prefix + ".json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardMismatch(f"shard {prefix}: sidecar {prefix}.json is not valid JSON ({exc})") from None
+    if meta.get("format") != SIDECAR_FORMAT or meta.get("format_version") != 1:
+        raise ShardMismatch(
+            f"shard {prefix}: sidecar format {meta.get('format')!r} v{meta.get('format_version')}, "
+            f"expected {SIDECAR_FORMAT!r} v1"
+        )
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not {"fingerprint", "vocab_size", "eod_id"} <= set(tok):
+        raise ShardMismatch(f"shard {prefix}: sidecar has no tokenizer fingerprint/vocab_size/eod_id")
+    return ShardInfo(prefix, weight, int(meta.get("documents", 0)), int(meta.get("tokens", 0)), tok)
+
+
+def tokenizer_mismatches(shard: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """What differs between the shard's tokenizer and the model's, both values shown.
+
+    >>> tokenizer_mismatches({"fingerprint": "tokfp1:aa", "vocab_size": 151665, "eod_id": 151643},
+    ...                      {"fingerprint": "tokfp1:aa", "vocab_size": 151665, "eod_id": 50256})
+    ['eod_id: shard 151643, model 50256']
+    """
+    return [
+        f"{key}: shard {shard.get(key)}, model {model.get(key)}"
+        for key in ("fingerprint", "vocab_size", "eod_id")
+        if shard.get(key) != model.get(key)
+    ]
+
+
+def check_shards(blend: list[tuple[str, float]], model_tokenizer: dict, model_vocab: int, part: str) -> list[ShardInfo]:
+    """Read and check every shard of one split; raise ShardMismatch on the first bad one."""
+    if not blend:
+        raise ShardMismatch(f"data.{part}: no shard prefixes given")
+    shards = []
+    for prefix, weight in blend:
+        info = read_shard(prefix, weight)
+        problems = tokenizer_mismatches(info.tokenizer, model_tokenizer)
+        if problems:
+            raise ShardMismatch(
+                f"shard {prefix} was tokenized with {info.tokenizer.get('name')!r}, not the model's tokenizer "
+                f"{model_tokenizer.get('name')!r}: " + "; ".join(problems)
+                + ". Re-binarize it with the model's tokenizer (jpcorpus binarize --tokenizer ...)."
+            )
+        if int(info.tokenizer["vocab_size"]) > model_vocab:
+            raise ShardMismatch(
+                f"shard {prefix}: tokenizer vocab_size {info.tokenizer['vocab_size']} exceeds the model's "
+                f"embedding rows {model_vocab}"
+            )
+        if info.tokens == 0:
+            raise ShardMismatch(f"shard {prefix}: sidecar says it holds no tokens")
+        shards.append(info)
+    return shards
+
+
+def nemo_paths(shards: list[ShardInfo]) -> list[str]:
+    """NeMo/megatron blend list: ``[weight, prefix, weight, prefix, ...]`` (or plain prefix)."""
+    if len(shards) == 1:
+        return [shards[0].prefix]
+    return [x for s in shards for x in (str(s.weight), s.prefix)]
+
+
+def build_data_module(train: list[ShardInfo], valid: list[ShardInfo], tokenizer, *, seq_length: int,
+                      micro_batch_size: int, global_batch_size: int, num_workers: int, seed: int,
+                      index_dir: str, causal_mask: bool):
+    """NeMo's PreTrainingDataModule on our shards, always with the model's tokenizer.
+
+    ``causal_mask=False`` drops the explicit s x s mask NeMo builds when
+    TransformerEngine is absent: our SDPA core attention is causal by itself.
+    """
+    from nemo.collections.llm.gpt.data import PreTrainingDataModule
+
+    if tokenizer is None:  # never let NeMo fall back to its GPT-2 tokenizer
+        raise ValueError("build_data_module: a tokenizer is required")
+    paths = {"train": nemo_paths(train), "validation": nemo_paths(valid), "test": nemo_paths(valid)}
+    module = PreTrainingDataModule(
+        paths=paths, seq_length=seq_length, tokenizer=tokenizer, micro_batch_size=micro_batch_size,
+        global_batch_size=global_batch_size, num_workers=num_workers, seed=seed, split=None,
+        index_mapping_dir=index_dir, persistent_workers=num_workers > 0, pin_memory=True,
+    )
+    module.create_attention_mask = causal_mask
+    return module
+
+
+def nemo_tokenizer(hf_dir: str):
+    """NeMo's AutoTokenizer on a local Hugging Face tokenizer directory (no hub)."""
+    from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+
+    return AutoTokenizer(str(hf_dir), use_fast=True)

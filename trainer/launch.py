@@ -1,0 +1,72 @@
+"""``trainer run``: config -> checked inputs -> base checkpoint -> plan -> llm.finetune.
+
+The base checkpoint is made once per ``run_dir`` and reused on resume:
+a Hugging Face directory is imported (with the parity check); ``from_scratch``
+writes a randomly initialised Hugging Face model of the preset first and imports
+that, so both paths train from a NeMo checkpoint through the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.config import TrainConfig
+from trainer.presets import ModelPreset
+
+
+def random_hf_model(preset: ModelPreset, tok, out_dir: Path, seed: int) -> Path:
+    """Save a randomly initialised HF Qwen2 model of ``preset`` (and the tokenizer) to ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=preset.vocab_size, hidden_size=preset.hidden_size, intermediate_size=preset.ffn_hidden_size,
+        num_hidden_layers=preset.num_layers, num_attention_heads=preset.num_attention_heads,
+        num_key_value_heads=preset.num_query_groups, max_position_embeddings=preset.max_position_embeddings,
+        rope_theta=preset.rope_theta, rms_norm_eps=preset.rms_norm_eps, tie_word_embeddings=preset.tie_embeddings,
+        bos_token_id=tok.eod_id, eos_token_id=tok.eod_id, torch_dtype="bfloat16",
+    )
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(tok.hf_dir)).save_pretrained(out_dir)
+    return out_dir
+
+
+def prepare_base(cfg: TrainConfig, tok, preset: ModelPreset) -> Path:
+    """The NeMo checkpoint the run starts from, importing it first if needed."""
+    from trainer.importer import import_hf
+    from trainer.recipe import base_checkpoint
+
+    target = base_checkpoint(cfg)
+    if (target / "context").is_dir() and (target / "weights").is_dir():
+        return target
+    if cfg.model.from_scratch:
+        hf_dir = random_hf_model(preset, tok, Path(cfg.run_dir) / "base" / "hf_random", cfg.schedule.seed)
+    else:
+        hf_dir = Path(cfg.model.base)
+        if not (hf_dir / "config.json").is_file():
+            raise ValueError(f"model.base: {hf_dir} is neither a Hugging Face directory (config.json) "
+                             "nor a NeMo checkpoint (context/ and weights/)")
+    return import_hf(hf_dir, target, attention=cfg.model.attention)
+
+
+def run(cfg: TrainConfig, *, dry_run: bool, echo=print) -> None:
+    """Check, plan and (unless ``dry_run``) train."""
+    from trainer.recipe import build, dataset_sizes, format_plan, model_tokenizer, plan
+
+    tok = model_tokenizer(cfg.model.tokenizer)
+    accelerator = "cpu" if dry_run else "gpu"
+    the_run = build(cfg, tok, accelerator=accelerator)
+    items = plan(the_run)
+    items.update(dataset_sizes(the_run))
+    echo(format_plan(items))
+    if dry_run:
+        echo("dry run: nothing trained, nothing written except the dataset index cache")
+        return
+    from nemo.collections import llm
+
+    base = prepare_base(cfg, tok, the_run.preset)
+    echo(f"base checkpoint: {base}")
+    llm.finetune(model=the_run.model, data=the_run.data, trainer=the_run.trainer, peft=the_run.peft,
+                 log=the_run.log, resume=the_run.resume, optim=the_run.optim)

@@ -1,0 +1,176 @@
+"""What NeMo 2.7.3 / megatron-core 0.15.3 get wrong without TransformerEngine, fixed here.
+
+Each fix is a subclass or a narrowly scoped attribute swap, documented with the
+upstream behaviour it corrects; ``tests/test_trainer_nemo_patches.py`` fails if
+upstream changes under it (so the fix can be dropped or re-checked).
+
+1. ``HFQwen2Importer`` maps ``input_layernorm``/``post_attention_layernorm`` to the
+   TE-fused names ``linear_qkv.layer_norm_weight``/``linear_fc1.layer_norm_weight``.
+   With megatron-core's local layers those keys do not exist, the norms silently
+   keep their initial ones (HF loss 6.981 vs NeMo 6.921 on a tiny model). It also
+   hard-codes untied embeddings, so Qwen2.5-0.5B becomes ~630M parameters.
+   :class:`Qwen2LocalImporter` (registered for :class:`JaQwen2Model`) maps them
+   to the local names and keeps the checkpoint's ``tie_word_embeddings``.
+2. ``nemo.collections.llm.peft.lora`` compares modules with ``te.Linear`` where ``te``
+   is a placeholder that raises on attribute access: :func:`patch_lora_without_te`
+   swaps in a namespace whose classes match nothing.
+3. megatron-core's local ``DotProductAttention`` materialises the s x s scores
+   (10.6 GiB at micro batch 4, seq 2048). :class:`SDPACoreAttention` calls torch's
+   ``scaled_dot_product_attention`` (flash / memory-efficient kernels) instead;
+   :func:`sdpa_layer_spec` is the local layer spec with it.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.enums import AttnMaskType
+from nemo.collections.llm.gpt.model.qwen2 import HFQwen2Importer, Qwen2Config, Qwen2Model
+from nemo.lightning import io
+
+# Upstream's TE-fused targets that our importer replaces (checked by the tests).
+UPSTREAM_NORM_TARGETS = {
+    "model.layers.*.input_layernorm.weight": "decoder.layers.*.self_attention.linear_qkv.layer_norm_weight",
+    "model.layers.*.post_attention_layernorm.weight": "decoder.layers.*.mlp.linear_fc1.layer_norm_weight",
+}
+LOCAL_NORM_TARGETS = {
+    "model.layers.*.input_layernorm.weight": "decoder.layers.*.input_layernorm.weight",
+    "model.layers.*.post_attention_layernorm.weight": "decoder.layers.*.pre_mlp_layernorm.weight",
+}
+
+
+class SDPACoreAttention(DotProductAttention):
+    """Core attention through ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Takes megatron's layout (query ``[sq, b, np, hn]``, key/value ``[sk, b, ng, hn]``)
+    and returns ``[sq, b, np * hn]`` like ``DotProductAttention``. Causal masking is
+    done by the kernel (``is_causal``); an explicit mask is used only for non-causal
+    mask types (megatron masks are True where attention is forbidden).
+    """
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("SDPACoreAttention: packed sequences and attention bias are not supported")
+        mask_type = attn_mask_type or self.attn_mask_type
+        groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        causal = mask_type == AttnMaskType.causal
+        mask = None if causal or attention_mask is None else ~attention_mask
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.config.attention_dropout if self.training else 0.0, scale=self.softmax_scale,
+        )
+        sq, b = out.shape[2], out.shape[0]
+        return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
+
+
+def sdpa_layer_spec(config):
+    """megatron-core's local (no TE) GPT layer spec with :class:`SDPACoreAttention`."""
+    spec = get_gpt_layer_local_spec(
+        num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
+        qk_layernorm=config.qk_layernorm, normalization=config.normalization,
+    )
+    spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
+    return spec
+
+
+def local_layer_spec(config):
+    """megatron-core's local (no TE) GPT layer spec, unchanged."""
+    return get_gpt_layer_local_spec(
+        num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
+        qk_layernorm=config.qk_layernorm, normalization=config.normalization,
+    )
+
+
+class JaQwen2Model(Qwen2Model):
+    """Qwen2Model whose ``hf`` importer is :class:`Qwen2LocalImporter`."""
+
+
+@io.model_importer(JaQwen2Model, "hf")
+class Qwen2LocalImporter(HFQwen2Importer):
+    """HFQwen2Importer with non-TE layer-norm names and the checkpoint's embedding tying.
+
+    ``layer_spec`` is set by :func:`trainer.importer.import_hf` before ``apply``.
+    """
+
+    layer_spec = staticmethod(sdpa_layer_spec)
+    parity_tolerance = 1e-3
+    parity_losses: tuple[float, float] | None = None
+
+    def apply(self, output_path, trust_remote_code=None):
+        """Upstream's apply with the parity check between conversion and saving."""
+        from nemo.lightning import teardown
+        from transformers import AutoModelForCausalLM
+
+        from trainer.cpu_shims import cuda_shims_on_cpu
+        from trainer.importer import check_parity
+
+        self.trust_remote_code = trust_remote_code
+        source = AutoModelForCausalLM.from_pretrained(str(self), torch_dtype="auto")
+        target = self.init()
+        trainer = self.nemo_setup(target, ckpt_async_save=False)  # async save needs CUDA
+        self.convert_state(source, target)
+        type(self).parity_losses = check_parity(source, target, self.parity_tolerance)
+        with cuda_shims_on_cpu():
+            self.nemo_save(output_path, trainer)
+        teardown(trainer, target)
+        return output_path
+
+    def init(self) -> JaQwen2Model:
+        return JaQwen2Model(self.config, tokenizer=self.tokenizer)
+
+    def convert_state(self, source, target):
+        tied = target.config.share_embeddings_and_output_weights
+        original = io.apply_transforms
+
+        def apply_transforms(src, tgt, mapping, transforms=(), **kwargs):
+            mapping = {k: LOCAL_NORM_TARGETS.get(k, v) for k, v in mapping.items()}
+            if tied:
+                mapping.pop("lm_head.weight", None)
+            return original(src, tgt, mapping=mapping, transforms=transforms, **kwargs)
+
+        io.apply_transforms = apply_transforms  # scoped to the upstream call below
+        try:
+            return super().convert_state(source, target)
+        finally:
+            io.apply_transforms = original
+
+    @property
+    def config(self) -> Qwen2Config:
+        from transformers import AutoConfig
+
+        config = super().config
+        hf = AutoConfig.from_pretrained(str(self))
+        config.share_embeddings_and_output_weights = bool(getattr(hf, "tie_word_embeddings", False))
+        config.transformer_layer_spec = type(self).layer_spec
+        apply_no_te_settings(config)
+        return config
+
+
+def apply_no_te_settings(config) -> None:
+    """Turn off fusions whose kernels are absent without TE/apex (NEMO-NOTES)."""
+    config.masked_softmax_fusion = False
+    config.gradient_accumulation_fusion = False
+    config.apply_rope_fusion = False
+    config.bias_activation_fusion = False
+    config.bias_dropout_fusion = False
+    config.persist_layer_norm = False
+
+
+class _NeverMatched:
+    """Stands in for TE classes: no module is an instance of it."""
+
+
+def patch_lora_without_te() -> None:
+    """Let ``llm.peft.LoRA`` run when TransformerEngine is absent (idempotent)."""
+    from nemo.collections.llm.peft import lora
+
+    if not lora.HAVE_TE:
+        lora.te = types.SimpleNamespace(Linear=_NeverMatched, LayerNormLinear=_NeverMatched)

@@ -1,0 +1,215 @@
+"""One config -> the NeMo 2 objects of a run: setup -> plan -> train.
+
+``build(cfg, tok)`` flattens the config into plain NeMo/megatron-core arguments
+(the GPT model with our Qwen2 preset and layer spec, ``PreTrainingDataModule`` on
+our shards with the model's tokenizer, ``llm.peft.LoRA``, the optimizer and
+schedule, the checkpoint callback, logging and auto-resume). ``plan`` states what
+the run will do; ``train`` hands everything to ``llm.finetune``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainConfig, shard_blend
+from trainer.data import check_shards
+from trainer.presets import ModelPreset, get_preset
+
+
+@dataclass
+class Run:
+    """Everything ``llm.finetune`` takes, plus what the plan reports."""
+
+    cfg: TrainConfig
+    preset: ModelPreset
+    tokenizer: Any
+    train_shards: list
+    valid_shards: list
+    model: Any = None
+    data: Any = None
+    trainer: Any = None
+    optim: Any = None
+    peft: Any = None
+    log: Any = None
+    resume: Any = None
+
+
+def model_tokenizer(spec: str):
+    """The model's tokenizer through the project's tokenizer layer."""
+    import importlib.metadata
+
+    import tiktoken
+
+    # tiktoken 0.7.0 (NeMo's pin) has no __version__, which jpcorpus.tokenizer reads
+    # for its cache key; give it the installed version until jpcorpus stops needing it.
+    if not hasattr(tiktoken, "__version__"):
+        tiktoken.__version__ = importlib.metadata.version("tiktoken")
+    from jpcorpus.tokenizer import load_tokenizer
+
+    return load_tokenizer(spec)
+
+
+def check_run_inputs(cfg: TrainConfig, tok) -> tuple[ModelPreset, list, list]:
+    """Refusals that need no NeMo: the shards against the model's tokenizer."""
+    preset = get_preset(cfg.model.preset)
+    described = tok.describe()
+    if int(tok.vocab_size) > preset.vocab_size:
+        raise ValueError(f"model.tokenizer: vocab_size {tok.vocab_size} exceeds the model's {preset.vocab_size} rows")
+    train = check_shards(shard_blend(cfg.data.train), described, preset.vocab_size, "train")
+    valid = check_shards(shard_blend(cfg.data.valid), described, preset.vocab_size, "valid")
+    return preset, train, valid
+
+
+def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
+    """megatron/NeMo Qwen2Config with the preset's numbers written through."""
+    from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config
+
+    from trainer import nemo_patches
+
+    bf16 = cfg.optim.precision == "bf16-mixed"
+    import torch
+
+    config = Qwen2Config(
+        num_layers=preset.num_layers, hidden_size=preset.hidden_size,
+        num_attention_heads=preset.num_attention_heads, num_query_groups=preset.num_query_groups,
+        ffn_hidden_size=preset.ffn_hidden_size, vocab_size=preset.vocab_size, add_qkv_bias=preset.add_qkv_bias,
+        share_embeddings_and_output_weights=preset.tie_embeddings, rotary_base=preset.rope_theta,
+        layernorm_epsilon=preset.rms_norm_eps, seq_length=cfg.data.seq_length,
+        bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
+        transformer_layer_spec=(nemo_patches.sdpa_layer_spec if cfg.model.attention == "sdpa"
+                                else nemo_patches.local_layer_spec),
+    )
+    nemo_patches.apply_no_te_settings(config)
+    return config
+
+
+def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
+    from nemo import lightning as nl
+    from nemo.collections import llm
+    from nemo.lightning.pytorch.callbacks import ModelCheckpoint
+    from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule
+    from megatron.core.optimizer import OptimizerConfig
+
+    from trainer import nemo_patches
+    from trainer.callbacks import MetricsFile, Preflight
+    from trainer.data import build_data_module, nemo_tokenizer
+
+    nemo_patches.patch_lora_without_te()
+    preset, train, valid = check_run_inputs(cfg, tok)
+    run = Run(cfg, preset, tok, train, valid)
+    s, o, run_dir = cfg.schedule, cfg.optim, Path(cfg.run_dir)
+    nemo_tok = nemo_tokenizer(tok.hf_dir)
+    run.data = build_data_module(
+        train, valid, nemo_tok, seq_length=cfg.data.seq_length, micro_batch_size=s.micro_batch_size,
+        global_batch_size=s.global_batch_size, num_workers=cfg.data.num_workers, seed=cfg.data.seed,
+        index_dir=str(run_dir / "index_cache"), causal_mask=cfg.model.attention != "sdpa",
+    )
+    run.model = nemo_patches.JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
+    if cfg.peft.method == "lora":
+        run.peft = llm.peft.LoRA(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,
+                                 dropout=cfg.peft.dropout)
+    sched = CosineAnnealingScheduler(
+        max_steps=s.max_steps, warmup_steps=o.warmup_steps, constant_steps=0,
+        min_lr=o.min_lr if o.schedule == "cosine" else o.lr,
+    )
+    run.optim = MegatronOptimizerModule(
+        config=OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
+                               adam_beta1=0.9, adam_beta2=0.95, clip_grad=o.clip_grad,
+                               bf16=o.precision == "bf16-mixed", use_distributed_optimizer=True),
+        lr_scheduler=sched,
+    )
+    callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
+                 Preflight(s.preflight_batches, preset.vocab_size, expect_trained=not cfg.model.from_scratch)]
+    if s.early_stopping.patience is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=s.early_stopping.patience,
+                                       min_delta=s.early_stopping.min_delta, mode="min"))
+    run.trainer = nl.Trainer(
+        devices=1, num_nodes=1, accelerator=accelerator, max_steps=s.max_steps,
+        strategy=nl.MegatronStrategy(tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+                                     ckpt_async_save=False, ckpt_load_strictness="log_all"),
+        plugins=nl.MegatronMixedPrecision(precision=o.precision),
+        val_check_interval=s.val_every, limit_val_batches=s.val_batches, limit_test_batches=1,
+        num_sanity_val_steps=s.preflight_batches, log_every_n_steps=cfg.logging.every_n_steps,
+        callbacks=callbacks, use_distributed_sampler=False, enable_progress_bar=False,
+    )
+    ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=cfg.checkpoint.save_top_k,
+                           save_last=cfg.checkpoint.save_last, every_n_train_steps=s.val_every,
+                           filename="{val_loss:.4f}-{step}-{consumed_samples}", save_optim_on_train_end=True)
+    tb = None
+    if cfg.logging.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        tb = TensorBoardLogger(save_dir=str(run_dir), name="tb")
+    run.log = nl.NeMoLogger(log_dir=str(run_dir), name="run", version="v0", use_datetime_version=False,
+                            ckpt=ckpt, tensorboard=tb)
+    run.resume = nl.AutoResume(
+        restore_config=nl.RestoreConfig(path=str(base_checkpoint(cfg))) if base_checkpoint(cfg) else None,
+        resume_if_exists=cfg.checkpoint.resume, resume_ignore_no_checkpoint=True,
+    )
+    return run
+
+
+def base_checkpoint(cfg: TrainConfig) -> Path | None:
+    """Where the NeMo base checkpoint is (or will be, once imported)."""
+    if cfg.model.from_scratch:
+        return Path(cfg.run_dir) / "base" / "nemo"
+    base = Path(cfg.model.base)
+    if (base / "context").is_dir() and (base / "weights").is_dir():
+        return base
+    return Path(cfg.run_dir) / "base" / "nemo"
+
+
+def plan(run: Run) -> dict:
+    """What the run will do, in numbers (printed by ``--dry-run``)."""
+    cfg, s = run.cfg, run.cfg.schedule
+    tokens_per_step = s.global_batch_size * cfg.data.seq_length
+    train_tokens = sum(sh.tokens for sh in run.train_shards)
+    samples_per_epoch = max(train_tokens - 1, 0) // cfg.data.seq_length
+    trainable = (run.preset.lora_parameters(cfg.peft.rank, tuple(cfg.peft.targets)) if cfg.peft.method == "lora"
+                 else run.preset.num_parameters())
+    return {
+        "model": f"{run.preset.name}: {run.preset.num_parameters():,} parameters "
+                 f"({'tied' if run.preset.tie_embeddings else 'untied'} embeddings), attention {cfg.model.attention}",
+        "start": "random weights (from_scratch)" if cfg.model.from_scratch else f"{cfg.model.base}",
+        "tokenizer": f"{run.tokenizer.describe().get('name')} {run.tokenizer.fingerprint[:22]}... "
+                     f"vocab {run.tokenizer.vocab_size}, eod {run.tokenizer.eod_id}",
+        "train shards": ", ".join(f"{sh.prefix} (w={sh.weight:g}, {sh.tokens:,} tokens)" for sh in run.train_shards),
+        "valid shards": ", ".join(f"{sh.prefix} ({sh.tokens:,} tokens)" for sh in run.valid_shards),
+        "tokens per step": tokens_per_step,
+        "micro batches per step": s.global_batch_size // s.micro_batch_size,
+        "steps": s.max_steps,
+        "samples": s.max_steps * s.global_batch_size,
+        "tokens": s.max_steps * tokens_per_step,
+        "steps per epoch": samples_per_epoch // s.global_batch_size,
+        "epochs": round(s.max_steps * s.global_batch_size / max(samples_per_epoch, 1), 3),
+        "peft": (f"LoRA rank {cfg.peft.rank} alpha {cfg.peft.alpha} dropout {cfg.peft.dropout} on "
+                 f"{', '.join(cfg.peft.targets)}" if cfg.peft.method == "lora" else "none (full-parameter)"),
+        "trainable parameters": trainable,
+        "optimizer": (f"AdamW lr {cfg.optim.lr:g} -> {cfg.optim.min_lr:g} {cfg.optim.schedule}, "
+                      f"warmup {cfg.optim.warmup_steps}, clip {cfg.optim.clip_grad}, {cfg.optim.precision}"),
+        "validation": f"every {s.val_every} steps, {s.val_batches} batches; preflight {s.preflight_batches} batches",
+        "checkpoints": (f"{cfg.run_dir}/run/v0/checkpoints: best {cfg.checkpoint.save_top_k} by val_loss"
+                        f"{' + last' if cfg.checkpoint.save_last else ''}, every {s.val_every} steps; "
+                        f"{'adapter weights only' if cfg.peft.method == 'lora' else 'all weights'} + optimizer; "
+                        f"resume {'automatic' if cfg.checkpoint.resume else 'off'}"),
+        "metrics": f"{cfg.run_dir}/{cfg.logging.metrics_file}"
+                   + (f", TensorBoard {cfg.run_dir}/tb" if cfg.logging.tensorboard else ""),
+    }
+
+
+def dataset_sizes(run: Run) -> dict:
+    """Build the data module's datasets (CPU is fine) and report their lengths in samples."""
+    s = run.cfg.schedule
+    run.data.build(trainer_max_steps=s.max_steps, trainer_val_check_interval=s.val_every,
+                   trainer_limit_val_batches=s.val_batches, trainer_limit_test_batches=1)
+    return {"train samples (built)": len(run.data._train_ds), "valid samples (built)": len(run.data._validation_ds)}
+
+
+def format_plan(items: dict) -> str:
+    width = max(len(k) for k in items)
+    return "\n".join(f"{k:>{width}}  {v:,}" if isinstance(v, int) else f"{k:>{width}}  {v}" for k, v in items.items())
