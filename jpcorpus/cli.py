@@ -171,3 +171,7 @@ def _format_report(r: dict) -> str:
 from jpcorpus.normalize.cli import normalize  # noqa: E402  (its heavy imports are lazy)
 
 main.add_command(normalize)
+
+
+if __name__ == "__main__":
+    main()

@@ -181,3 +181,33 @@ def test_real_japanese_round_trip(tmp_path, aozora_path, qwen):
     ds = IndexedDataset(tmp_path / "a")
     for i, record in enumerate(_records(sample)):
         assert qwen.decode(ds[i][:-1].tolist()) == unicodedata.normalize("NFC", record["text"])
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_killed_run_leaves_no_complete_looking_pair(tmp_path, sig):
+    """Interrupt a real run mid-way: no .bin/.idx/.json under the final names."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(3)
+    kana = list("あいうえおかきくけこさしすせそたちつてとなにぬねの")
+    path = tmp_path / "big.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(3000):
+            f.write(json.dumps({"id": i, "text": "".join(rng.choice(kana, size=3000))}, ensure_ascii=False) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "jpcorpus.cli", "binarize", str(path), "-o", str(tmp_path / "s"),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (tmp_path / "s.bin.partial").exists() or (tmp_path / "s.bin.partial").stat().st_size < 100_000:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    finals = [p.name for p in tmp_path.iterdir() if p.suffix in (".bin", ".idx", ".json")]
+    assert finals == []
+    if sig == "SIGINT":  # a clean interruption also removes its partial files
+        assert not list(tmp_path.glob("*.partial")), list(tmp_path.iterdir())
+        assert b"interrupted" in err
