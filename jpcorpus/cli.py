@@ -54,6 +54,7 @@ def main() -> None:
       jpcorpus inspect-idx out/sample_train --verify --decode 1
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jpcorpus").setLevel(logging.INFO)  # one-time builds say what they are doing
 
 
 @main.command()

@@ -31,6 +31,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -202,6 +203,7 @@ def materialize(cache_root: Path) -> Path:
         return final
     from jpcorpus.tokenizer.fingerprint import fingerprint
 
+    logging.getLogger(__name__).info("building the built-in Qwen2.5 tokenizer into %s (once, ~10 s)", final)
     started = time.perf_counter()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))

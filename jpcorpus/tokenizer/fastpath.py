@@ -28,6 +28,7 @@ HF on 60k random strings.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -35,6 +36,8 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _CI_LETTERS = "strevmld"  # letters of (?i:'s|'t|'re|'ve|'m|'ll|'d)
 
@@ -110,11 +113,9 @@ def unsafe_codepoints(pattern: str) -> list[int]:
 
 def _versions_key() -> str:
     import platform
+    from importlib.metadata import version
 
-    import tiktoken
-    import tokenizers
-
-    return f"tiktoken{tiktoken.__version__}-tokenizers{tokenizers.__version__}-unicode{unicodedata.unidata_version}" \
+    return f"tiktoken{version('tiktoken')}-tokenizers{version('tokenizers')}-unicode{unicodedata.unidata_version}" \
            f"-py{platform.python_version()}"
 
 
@@ -125,6 +126,7 @@ def cached_unsafe_codepoints(folder: Path, pattern: str) -> list[int]:
         return json.loads(path.read_text(encoding="utf-8"))["unsafe"]
     except (OSError, ValueError, KeyError):
         pass
+    log.info("checking which code points the tiktoken fast path must leave to HF (once per library version, ~15 s)")
     unsafe = unsafe_codepoints(pattern)
     fd, tmp = tempfile.mkstemp(prefix=".fastpath-", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
