@@ -1,9 +1,10 @@
 """Scoped stand-ins for the CUDA calls megatron-core makes unconditionally.
 
-Used only where no CUDA device exists (CI, the import parity check on a CPU
-machine), and only around the call that needs them: megatron's rotary embedding
-moves ``inv_freq`` to ``torch.cuda.current_device()`` and its checkpoint writer
-calls ``torch.cuda.synchronize()``. On a GPU machine this is a no-op.
+Used around the import parity check and the checkpoint save of the importer,
+which run on the CPU even on a GPU machine: megatron's rotary embedding moves
+``inv_freq`` to ``torch.cuda.current_device()`` (so it would land on the GPU
+while the model is on the CPU), and its checkpoint writer calls
+``torch.cuda.synchronize()`` (which fails without CUDA).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import torch
 
 
 @contextlib.contextmanager
-def cuda_shims_on_cpu():
-    if torch.cuda.is_available():
-        yield
-        return
+def megatron_on_cpu():
     saved = torch.cuda.current_device, torch.cuda.synchronize
     torch.cuda.current_device = lambda: "cpu"
-    torch.cuda.synchronize = lambda *args, **kwargs: None
+    if not torch.cuda.is_available():
+        torch.cuda.synchronize = lambda *args, **kwargs: None
     try:
         yield
     finally:

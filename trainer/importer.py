@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.cpu_shims import cuda_shims_on_cpu
+from trainer.cpu_shims import megatron_on_cpu
 
 
 class ImportParityError(RuntimeError):
@@ -51,7 +51,7 @@ def parity_losses(hf_model, nemo_model, ids: torch.Tensor) -> tuple[float, float
         seq = ids.shape[1]
         position_ids = torch.arange(seq).unsqueeze(0).expand_as(ids)
         mask = torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1)[None, None]
-        with cuda_shims_on_cpu():
+        with megatron_on_cpu():
             nemo_loss = _next_token_loss(mcore(ids, position_ids, mask), ids)
     finally:
         hf_model.to(hf_dtype)

@@ -25,7 +25,7 @@ def random_hf_model(preset: ModelPreset, tok, out_dir: Path, seed: int) -> Path:
         num_hidden_layers=preset.num_layers, num_attention_heads=preset.num_attention_heads,
         num_key_value_heads=preset.num_query_groups, max_position_embeddings=preset.max_position_embeddings,
         rope_theta=preset.rope_theta, rms_norm_eps=preset.rms_norm_eps, tie_word_embeddings=preset.tie_embeddings,
-        bos_token_id=tok.eod_id, eos_token_id=tok.eod_id, torch_dtype="bfloat16",
+        bos_token_id=tok.eod_id, eos_token_id=tok.eod_id,
     )
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out_dir)

@@ -18,6 +18,8 @@ upstream changes under it (so the fix can be dropped or re-checked).
    (10.6 GiB at micro batch 4, seq 2048). :class:`SDPACoreAttention` calls torch's
    ``scaled_dot_product_attention`` (flash / memory-efficient kernels) instead;
    :func:`sdpa_layer_spec` is the local layer spec with it.
+4. With transformers 5 NeMo never registers its AutoTokenizer for checkpoint
+   serialisation: :func:`track_nemo_auto_tokenizer` does (at import of this module).
 """
 
 from __future__ import annotations
@@ -109,17 +111,20 @@ class Qwen2LocalImporter(HFQwen2Importer):
         from nemo.lightning import teardown
         from transformers import AutoModelForCausalLM
 
-        from trainer.cpu_shims import cuda_shims_on_cpu
+        from trainer.cpu_shims import megatron_on_cpu
         from trainer.importer import check_parity
 
         self.trust_remote_code = trust_remote_code
-        source = AutoModelForCausalLM.from_pretrained(str(self), torch_dtype="auto")
+        source = AutoModelForCausalLM.from_pretrained(str(self), dtype=torch.float32)
         target = self.init()
         trainer = self.nemo_setup(target, ckpt_async_save=False)  # async save needs CUDA
         self.convert_state(source, target)
         type(self).parity_losses = check_parity(source, target, self.parity_tolerance)
-        with cuda_shims_on_cpu():
+        if torch.cuda.is_available():
             self.nemo_save(output_path, trainer)
+        else:
+            with megatron_on_cpu():  # the writer calls torch.cuda.synchronize()
+                self.nemo_save(output_path, trainer)
         teardown(trainer, target)
         return output_path
 
@@ -144,12 +149,27 @@ class Qwen2LocalImporter(HFQwen2Importer):
 
     @property
     def config(self) -> Qwen2Config:
-        from transformers import AutoConfig
+        """Built here rather than by upstream: keeps ``tie_word_embeddings`` and reads
+        the HF config's dtype under either name (transformers 4 ``torch_dtype``, 5 ``dtype``)."""
+        from transformers import AutoConfig, GenerationConfig
 
-        config = super().config
         hf = AutoConfig.from_pretrained(str(self))
-        config.share_embeddings_and_output_weights = bool(getattr(hf, "tie_word_embeddings", False))
-        config.transformer_layer_spec = type(self).layer_spec
+        try:
+            generation_config = GenerationConfig.from_pretrained(str(self))
+        except OSError:
+            generation_config = None
+        config = Qwen2Config(
+            num_layers=hf.num_hidden_layers, hidden_size=hf.hidden_size, ffn_hidden_size=hf.intermediate_size,
+            num_attention_heads=hf.num_attention_heads, num_query_groups=hf.num_key_value_heads,
+            init_method_std=hf.initializer_range, layernorm_epsilon=hf.rms_norm_eps, gated_linear_unit=True,
+            make_vocab_size_divisible_by=128, rotary_base=getattr(hf, "rope_theta", 1_000_000.0),
+            share_embeddings_and_output_weights=bool(getattr(hf, "tie_word_embeddings", False)),
+            vocab_size=hf.vocab_size, seq_length=hf.max_position_embeddings,
+            # float32 throughout: the local layer norms are created in float32 whatever
+            # params_dtype says, and NeMo's apply_transforms refuses a dtype change.
+            params_dtype=torch.float32, bf16=False, fp16=False,
+            generation_config=generation_config, transformer_layer_spec=type(self).layer_spec,
+        )
         apply_no_te_settings(config)
         return config
 
@@ -164,13 +184,42 @@ def apply_no_te_settings(config) -> None:
     config.persist_layer_norm = False
 
 
+def track_nemo_auto_tokenizer() -> None:
+    """Register NeMo's AutoTokenizer for checkpoint context serialisation (idempotent).
+
+    ``nemo/lightning/io/registry.py`` registers it only if
+    ``transformers.models.llama.tokenization_llama_fast`` imports; transformers 5
+    removed that module, the registration is skipped, and saving any checkpoint fails
+    with "Unserializable value <...AutoTokenizer...> at '<root>.model.tokenizer'".
+    """
+    from nemo.collections.common.tokenizers import AutoTokenizer
+    from nemo.lightning.io.artifact import DirOrStringArtifact, FileArtifact
+    from nemo.lightning.io.mixin import track_io
+
+    try:
+        track_io(AutoTokenizer, artifacts=[
+            FileArtifact("vocab_file", required=False), FileArtifact("merges_file", required=False),
+            DirOrStringArtifact("pretrained_model_name", required=False),
+        ])
+    except ValueError:  # "already been registered": upstream did it (transformers 4)
+        pass
+
+
+track_nemo_auto_tokenizer()
+
+
 class _NeverMatched:
     """Stands in for TE classes: no module is an instance of it."""
 
 
 def patch_lora_without_te() -> None:
     """Let ``llm.peft.LoRA`` run when TransformerEngine is absent (idempotent)."""
-    from nemo.collections.llm.peft import lora
+    import importlib.util
 
-    if not lora.HAVE_TE:
+    from nemo.collections.llm.peft import lora, utils
+
+    if importlib.util.find_spec("transformer_engine") is None:
         lora.te = types.SimpleNamespace(Linear=_NeverMatched, LayerNormLinear=_NeverMatched)
+        # peft/utils.py decides HAVE_TE from megatron's TE wrapper module, which imports
+        # without TE and leaves its classes None: isinstance(m, None) then fails.
+        utils.HAVE_TE = False

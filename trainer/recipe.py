@@ -105,7 +105,7 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     run.data = build_data_module(
         train, valid, nemo_tok, seq_length=cfg.data.seq_length, micro_batch_size=s.micro_batch_size,
         global_batch_size=s.global_batch_size, num_workers=cfg.data.num_workers, seed=cfg.data.seed,
-        index_dir=str(run_dir / "index_cache"), causal_mask=cfg.model.attention != "sdpa",
+        index_dir=str(run_dir / "index_cache"), causal_mask=True,  # gpt_forward_step asserts one without TE
     )
     run.model = nemo_patches.JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
     if cfg.peft.method == "lora":
@@ -118,7 +118,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     run.optim = MegatronOptimizerModule(
         config=OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
                                adam_beta1=0.9, adam_beta2=0.95, clip_grad=o.clip_grad,
-                               bf16=o.precision == "bf16-mixed", use_distributed_optimizer=True),
+                               bf16=o.precision == "bf16-mixed",
+                               # LoRA + distributed optimizer failed to save a checkpoint on the H100
+                               # (distrib_optimizer sharded_param_state_dp_reshardable assertion).
+                               use_distributed_optimizer=cfg.peft.method == "none"),
         lr_scheduler=sched,
     )
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
