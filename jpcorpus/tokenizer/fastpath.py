@@ -162,6 +162,7 @@ class FastEncoder:
         alternatives += [re.escape(t) for t in sorted(added_tokens, key=len, reverse=True)]
         self._to_hf = re.compile("|".join(alternatives)) if alternatives else None
         self.routed_to_hf = 0  # texts sent to HF so far (for benchmarks and tests)
+        self._to_numpy = getattr(self._enc, "encode_to_numpy", None)
 
     def encode(self, text: str) -> np.ndarray | None:
         """int32 ids via tiktoken, or ``None`` when this text must go to HF."""
@@ -170,4 +171,6 @@ class FastEncoder:
             return None
         if not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
-        return self._enc.encode_to_numpy(text, disallowed_special=()).astype(np.int32)
+        if self._to_numpy is not None:
+            return self._to_numpy(text, disallowed_special=()).astype(np.int32)
+        return np.array(self._enc.encode_ordinary(text), dtype=np.int32)  # tiktoken < 0.8 (NeMo pins 0.7)
