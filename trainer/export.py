@@ -109,7 +109,7 @@ def _write_adapter(out: Path, adapters: dict, shape: Qwen2Shape, lora, dtype: to
     from safetensors.torch import save_file
 
     tensors, targets = adapters_to_peft(adapters, shape)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, out / "adapter_model.safetensors")
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": int(lora.dim), "lora_alpha": lora.alpha,
               "lora_dropout": float(lora.dropout), "target_modules": targets, "bias": "none",

@@ -161,7 +161,7 @@ def adapters_to_peft(adapters: dict, shape: Qwen2Shape) -> tuple[dict[str, torch
             parts = b.chunk(len(names), dim=0)
         for name, b_part in zip(names, parts):
             prefix = f"base_model.model.model.layers.{m.group(1)}.{name}"
-            out[f"{prefix}.lora_A.weight"] = a.contiguous()
+            out[f"{prefix}.lora_A.weight"] = a.clone()  # one copy per projection (safetensors)
             out[f"{prefix}.lora_B.weight"] = b_part.contiguous()
             targets.add(name.split(".")[-1])
     return out, sorted(targets)

@@ -134,14 +134,14 @@ def load(path: Path, base: Path | None = None) -> LoadedCheckpoint:
     trainer = Trainer(devices=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       strategy=MegatronStrategy(ddp="pytorch", setup_optimizers=False, ckpt_async_save=False))
     trainer.strategy.connect(model)
+    model.trainer = trainer  # llm.peft.LoRA asks the model for its trainer
     trainer.strategy.setup_environment()  # gloo process group + megatron parallel state
     with _strategy_lib.megatron_cpu_init_context(cfg):
         model.configure_model()
     weights = read_tensors((base if lora is not None else path) / "weights")
     used = fill_model(model.module, weights)
     if lora is not None:
-        nemo_patches.patch_lora_without_te()
-        lora(model)
+        apply_lora(model, lora)
         adapters = read_tensors(path / "weights")
         used |= fill_model(model.module, adapters, only=".adapter.")
         if not any(".adapter." in k for k in used):
@@ -149,6 +149,17 @@ def load(path: Path, base: Path | None = None) -> LoadedCheckpoint:
     model.module.float().eval()
     return LoadedCheckpoint(model=model, lora=lora, base=base if lora is not None else None,
                             context=path / "context", trainer=trainer)
+
+
+def apply_lora(model, lora) -> None:
+    """Wrap ``model``'s target layers with ``lora``'s adapters, created on the CPU."""
+    from nemo.lightning import _strategy_lib
+
+    from trainer import nemo_patches
+
+    nemo_patches.patch_lora_without_te()
+    with _strategy_lib.megatron_cpu_init_context(model.config):  # else adapters go to cuda.current_device()
+        lora(model)
 
 
 def close(loaded: LoadedCheckpoint) -> None:
