@@ -173,7 +173,8 @@ def _export_loaded(loaded, tmp: Path, output: Path, checkpoint: Path, adapter_on
     merged, adapters = merge_lora(state, lora.alpha / lora.dim if lora is not None else 0.0)
     if lora is not None:
         adapter_dir = tmp if adapter_only else tmp / "adapter"
-        base_name = str(loaded.base) if adapter_only else ".."
+        # The NeMo base, for the record; never ".." (the merged model): AutoPeftModel would apply it twice.
+        base_name = str(loaded.base)
         result.lora = _write_adapter(adapter_dir, adapters, shape, lora, DTYPES[dtype], base_name)
     if adapter_only:
         result.notes.append("adapter only: the parity check needs the merged model, run without --adapter-only")
