@@ -51,3 +51,18 @@ def test_output_identical_for_1_and_2_workers_over_many_batches(tmp_path, monkey
         outputs.append((out.read_bytes(), rej.read_bytes(), json.dumps(report.as_dict()["steps"])))
         assert report.docs_out == 32  # the second copy of the file is all duplicates
     assert outputs[0] == outputs[1]
+
+
+def test_whitespace_ranges_are_exactly_str_isspace():
+    from jpcorpus.normalize.charstats import WHITESPACE
+
+    listed = [c for lo, hi in WHITESPACE for c in range(lo, hi + 1)]
+    assert listed == [c for c in range(0x110000) if chr(c).isspace()]
+
+
+def test_batch_fingerprints_equal_one_at_a_time():
+    d = NearDedup()
+    texts = KEEP[:20] + ["", "猫", "短い文", KEEP[0] * 40] + KEEP[20:]  # short, empty and multi-block texts
+    batch = d.fingerprints(texts)
+    assert [k.tolist() for k in batch] == [d.fingerprints([t])[0].tolist() for t in texts]
+    assert [k.tolist() for k in d.fingerprints(KEEP)] == [k.tolist() for k in batch[:20] + batch[24:]]

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from jpcorpus.document import Document
-from jpcorpus.normalize.charstats import char_stats, duplicate_ngram_share, top_ngram_share
+from jpcorpus.normalize.charstats import (char_stats, duplicate_ngram_share, duplicate_ngram_starts, top_ngram_count,
+                                          top_ngram_share)
 from jpcorpus.normalize.steps import Filter, FilterResult
 
 
@@ -101,8 +102,9 @@ class KatakanaFraction(Filter):
         return True if s.share(s.katakana) <= self.max_fraction else (False, "too_much_katakana")
 
 
-# A sentence ends after 。！？!? or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[。！？!?])|\n")
+# A sentence ends after 。！？!? or at a line break. Matching the sentences (what splitting
+# after each 。！？!? and at each line break leaves) is ~2.5x faster than splitting on a lookbehind.
+_SENTENCE = re.compile(r"[^\n。！？!?]*[。！？!?]|[^\n。！？!?]+")
 
 
 @dataclass
@@ -125,7 +127,7 @@ class SentenceLength(Filter):
     """Longest sentence allowed anywhere in the document."""
 
     def filter(self, doc: Document) -> FilterResult:
-        lengths = [len(s) for s in _SENTENCE_END.split(doc.text) if s.strip()]
+        lengths = [len(s) for s in _SENTENCE.findall(doc.text) if s.strip()]
         if not lengths:
             return False, "mean_sentence_too_short"
         mean = sum(lengths) / len(lengths)
@@ -226,10 +228,17 @@ class TopNgramShare(Filter):
 
     def __post_init__(self) -> None:
         self.max_share = {int(n): float(v) for n, v in self.max_share.items()}
+        self._by_n = sorted(self.max_share.items())
 
     def filter(self, doc: Document) -> FilterResult:
-        for n, limit in self.max_share.items():
-            if top_ngram_share(doc.text, n) > limit:
+        # Shortest n first: its top count bounds every longer n-gram's (see top_ngram_count),
+        # so on ordinary prose one sort (n = 2) proves all limits hold and the rest are skipped.
+        text, bound = doc.text, None
+        for n, limit in self._by_n:
+            if bound is not None and len(text) >= n and top_ngram_share(text, n, bound) <= limit:
+                continue
+            bound = top_ngram_count(text, n)
+            if top_ngram_share(text, n, bound) > limit:
                 return False, "top_ngram_share"
         return True
 
@@ -251,7 +260,12 @@ class DuplicateNgramShare(Filter):
         self.max_share = {int(n): float(v) for n, v in self.max_share.items()}
 
     def filter(self, doc: Document) -> FilterResult:
+        text = doc.text
         for n, limit in self.max_share.items():
-            if duplicate_ngram_share(doc.text, n) > limit:
+            # Cheap bound first: n characters per repeated n-gram. On ordinary prose it
+            # proves the limit holds, and the exact share (an argsort) is not needed.
+            if len(text) >= n and float(min(n * duplicate_ngram_starts(text, n), len(text))) / len(text) <= limit:
+                continue
+            if duplicate_ngram_share(text, n) > limit:
                 return False, "duplicate_ngram_share"
         return True

@@ -46,8 +46,8 @@ def _new_counts(steps: Iterable) -> list[StepCount]:
     return [StepCount(s.name, "formatter" if isinstance(s, Formatter) else "filter") for s in steps]
 
 
-def process_document(doc: Document, steps: list, dedups: list, counts: list[StepCount]) -> tuple:
-    """Run the per-document steps on ``doc``: ``("keep", doc, fingerprints)`` or ``("drop", doc, step, reason)``."""
+def process_document(doc: Document, steps: list, counts: list[StepCount]) -> tuple:
+    """Run the per-document steps on ``doc``: ``("keep", doc)`` or ``("drop", doc, step, reason)``."""
     for step, count in zip(steps, counts):
         count.saw(doc.text)
         if isinstance(step, Formatter):
@@ -61,13 +61,23 @@ def process_document(doc: Document, steps: list, dedups: list, counts: list[Step
             reason = verdict[1] if isinstance(verdict, tuple) else step.name
             count.dropped(reason, len(doc.text))
             return ("drop", doc, step.name, reason)
-    return ("keep", doc, [d.fingerprint(doc.text) for d in dedups])
+    return ("keep", doc)
 
 
 def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
+    """Per-document steps on each document, then the dedup fingerprints of the kept ones, batch-wide.
+
+    Kept documents come back as ``("keep", doc, fingerprints)``. Fingerprints are
+    computed for the whole batch at once: MinHash over a few hundred short texts
+    is then a handful of array operations instead of a few dozen per text.
+    """
     counts = _new_counts(_STEPS)
-    results = [item if isinstance(item, tuple) else process_document(item, _STEPS, _DEDUPS, counts)
-               for item in batch]
+    results = [item if isinstance(item, tuple) else process_document(item, _STEPS, counts) for item in batch]
+    kept = [i for i, item in enumerate(results) if item[0] == "keep"]
+    texts = [results[i][1].text for i in kept]
+    per_dedup = [d.fingerprints(texts) for d in _DEDUPS]
+    for k, i in enumerate(kept):
+        results[i] = ("keep", results[i][1], [fingerprints[k] for fingerprints in per_dedup])
     return results, counts
 
 
