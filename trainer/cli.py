@@ -50,18 +50,12 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
         sys.exit(2)
 
 
-def _add_evaluation_commands() -> None:
-    """``eval``/``generate``/``monitor``/... live in trainer.evaluate (their own module)."""
-    try:
-        from trainer.evaluate import cli as evaluate_cli
-    except ImportError:
-        return
-    for obj in vars(evaluate_cli).values():
-        if isinstance(obj, click.Command) and obj.name not in main.commands and obj is not main:
-            main.add_command(obj)
+# Commands that live in their own modules (each keeps its heavy imports inside the function).
+from trainer.evaluate.cli import check_env, eval_command, generate, monitor  # noqa: E402
+from trainer.export_cli import export  # noqa: E402
 
-
-_add_evaluation_commands()
+for _command in (eval_command, generate, monitor, check_env, export):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()
