@@ -61,6 +61,17 @@ def run(cfg: TrainConfig, *, dry_run: bool, echo=print) -> None:
     items = plan(the_run)
     items.update(dataset_sizes(the_run))
     echo(format_plan(items))
+    if cfg.checkpoint.resume:
+        # Issue 4: damaged or partial checkpoints are moved to run_dir/quarantine before NeMo's
+        # AutoResume looks (a dry run only reports); resume_from_path is set only when NeMo's own
+        # choice (the newest *-last) would not be the newest good checkpoint.
+        from trainer.checkpoints import prepare_resume
+        from trainer.recipe import checkpoint_dir
+
+        _, explicit = prepare_resume(checkpoint_dir(cfg), Path(cfg.run_dir) / "quarantine", move=not dry_run,
+                                     echo=echo)
+        if explicit is not None:
+            the_run.resume.resume_from_path = str(explicit)
     if dry_run:
         echo("dry run: nothing trained, nothing written except the dataset index cache")
         return

@@ -140,8 +140,12 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         num_sanity_val_steps=s.preflight_batches, log_every_n_steps=cfg.logging.every_n_steps,
         callbacks=callbacks, use_distributed_sampler=False, enable_progress_bar=False,
     )
+    # No every_n_train_steps: Lightning then saves in on_validation_end (every val_every steps, as
+    # val_check_interval says), so the name and the top-k ranking carry the val_loss just computed.
+    # Saving on the train-step trigger ran before that step's validation: the first checkpoint was
+    # named val_loss=0.0000 and later ones carried the previous validation's loss.
     ckpt = ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=cfg.checkpoint.save_top_k,
-                           save_last=cfg.checkpoint.save_last, every_n_train_steps=s.val_every,
+                           save_last=cfg.checkpoint.save_last,
                            filename="{val_loss:.4f}-{step}-{consumed_samples}", save_optim_on_train_end=True)
     tb = None
     if cfg.logging.tensorboard:
@@ -155,6 +159,11 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         resume_if_exists=cfg.checkpoint.resume, resume_ignore_no_checkpoint=True,
     )
     return run
+
+
+def checkpoint_dir(cfg: TrainConfig) -> Path:
+    """Where NeMoLogger(name="run", version="v0") puts the run's checkpoints (AutoResume looks here)."""
+    return Path(cfg.run_dir) / "run" / "v0" / "checkpoints"
 
 
 def base_checkpoint(cfg: TrainConfig) -> Path | None:
