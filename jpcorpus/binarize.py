@@ -31,9 +31,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from jpcorpus import __version__
-from jpcorpus.indexed_dataset import IndexedDatasetWriter, bin_path, idx_path, optimal_dtype
+from jpcorpus.indexed_dataset import bin_path, idx_path, optimal_dtype
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
 from jpcorpus.sidecar import SCHEMA, file_sha256, write_sidecar
+from jpcorpus.split_writer import SplitWriter
 
 log = logging.getLogger(__name__)
 
@@ -200,63 +201,6 @@ def _worker_pool(opts: BinarizeOptions, tokenizer, dtype: np.dtype):
         opts.workers, _init_worker, (opts.tokenizer, opts.eod_token, dtype.name))
 
 
-# -------------------------------------------------------------------- writing
-
-class _SplitWriter:
-    """The writer(s) of one split, rolling to a new shard when one is full."""
-
-    def __init__(self, prefix: str, dtype: np.dtype, max_bytes: int | None):
-        self.prefix, self.dtype, self.max_bytes = prefix, dtype, max_bytes
-        self.finished: list[tuple[str, int, int, str]] = []  # prefix, docs, tokens, sha
-        self.current: IndexedDatasetWriter | None = None
-
-    @property
-    def documents(self) -> int:
-        done = sum(docs for _, docs, _, _ in self.finished)
-        return done + (self.current.documents if self.current is not None else 0)
-
-    def _shard_prefix(self) -> str:
-        if self.max_bytes is None:
-            return self.prefix
-        return f"{self.prefix}_{len(self.finished):05d}"
-
-    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        if self.current is None:
-            self.current = IndexedDatasetWriter(self._shard_prefix(), self.dtype)
-        if self.max_bytes is None:
-            self.current.add_documents(tokens, lengths)
-            return
-        ends = np.cumsum(lengths, dtype=np.int64)
-        start_doc, start_tok = 0, 0
-        while start_doc < len(lengths):
-            room = (self.max_bytes - self.current.bin_bytes) // self.dtype.itemsize
-            fits = int(np.searchsorted(ends - start_tok, room, side="right"))
-            stop = max(fits, start_doc + (1 if self.current.documents == 0 else 0))
-            if stop > start_doc:
-                stop_tok = int(ends[stop - 1])
-                self.current.add_documents(tokens[start_tok:stop_tok], lengths[start_doc:stop])
-                start_doc, start_tok = stop, stop_tok
-            if start_doc < len(lengths):
-                self._roll()
-
-    def _roll(self) -> None:
-        writer = self.current
-        sha = writer.finalize()
-        self.finished.append((str(writer.prefix), writer.documents, writer.tokens, sha))
-        self.current = IndexedDatasetWriter(self._shard_prefix(), self.dtype)
-
-    def close(self) -> None:
-        if self.current is None:  # no document at all: still write an (empty) pair
-            self.current = IndexedDatasetWriter(self._shard_prefix(), self.dtype)
-        writer, self.current = self.current, None
-        sha = writer.finalize()
-        self.finished.append((str(writer.prefix), writer.documents, writer.tokens, sha))
-
-    def abort(self) -> None:
-        if self.current is not None:
-            self.current.abort()
-
-
 def binarize(opts: BinarizeOptions) -> BinarizeResult:
     """Run the whole pipeline; raises InputError/ValueError for user errors."""
     from jpcorpus.tokenizer import load_tokenizer
@@ -271,7 +215,7 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
     dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))
     split_names = ["train", "valid"] if opts.valid_fraction > 0 else [None]
     writers = [
-        _SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
+        SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
         for name in split_names
     ]
     stats = ReadStats()
