@@ -1,6 +1,6 @@
 """GPU benchmark and resume demonstration of ``trainer run`` on one H100.
 
-    python3 bench/trainer_h100.py --out $OUT --shards out/gpu_shards/aozora
+    python3 bench/trainer_h100.py --out results/h100 --shards out/gpu_shards/aozora
 
 1. Hugging Face transformers + PEFT LoRA baseline of the same shape (Qwen2.5-0.5B,
    random init, bf16, SDPA, seq 2048, micro batch 4, GBS 32), timed steps.
