@@ -178,19 +178,62 @@ def _require_fast(hf, where: str):
     return hf
 
 
+def _builtin_fast_encoder(folder: Path):
+    from jpcorpus.tokenizer import builtin_qwen
+    from jpcorpus.tokenizer.fastpath import FastEncoder, cached_unsafe_codepoints
+
+    unsafe = cached_unsafe_codepoints(folder, builtin_qwen.QWEN2_PATTERN)
+    return FastEncoder(builtin_qwen.load_ranks(), builtin_qwen.QWEN2_PATTERN, unsafe,
+                       [content for content, _ in builtin_qwen.ADDED_TOKENS])
+
+
 def _load_builtin(name: str, eod_token: str | None, fast_path: bool | None) -> Tokenizer:
     from jpcorpus.tokenizer import builtin_qwen
 
     folder = builtin_qwen.materialize(cache_root())
-    fast = None
-    if _fast_path_wanted(fast_path):
-        from jpcorpus.tokenizer.fastpath import FastEncoder, cached_unsafe_codepoints
-
-        unsafe = cached_unsafe_codepoints(folder, builtin_qwen.QWEN2_PATTERN)
-        fast = FastEncoder(builtin_qwen.load_ranks(), builtin_qwen.QWEN2_PATTERN, unsafe,
-                           [content for content, _ in builtin_qwen.ADDED_TOKENS])
+    fast = _builtin_fast_encoder(folder) if _fast_path_wanted(fast_path) else None
     return Tokenizer(name, hf_dir=folder, eod_token=eod_token, fast=fast,
                      fingerprint=builtin_qwen.cached_fingerprint(folder), backend_file=folder / "tokenizer.json")
+
+
+# What must be equal, in a tokenizer.json, for two tokenizers to encode alike.
+_ENCODING_KEYS = ("normalizer", "pre_tokenizer", "model")
+
+
+def _encoding_part(value):
+    """``value`` without ``trim_offsets``, which moves offsets, never ids (re-saving flips it)."""
+    if isinstance(value, dict):
+        return {k: _encoding_part(v) for k, v in value.items() if k != "trim_offsets"}
+    if isinstance(value, list):
+        return [_encoding_part(v) for v in value]
+    return value
+
+
+def _attach_builtin_fast_path(tok: Tokenizer) -> None:
+    """Give a local directory holding the Qwen2.5 tokenizer the built-in's fast path.
+
+    Only when its tokenizer.json encodes exactly as the built-in does: same
+    normalizer, pre-tokenizer, BPE model (vocabulary and merges) and added
+    tokens (ids, contents, special flags), compared as parsed JSON. Anything
+    else keeps the plain HF path.
+    """
+    import json
+
+    from jpcorpus.tokenizer import builtin_qwen
+
+    if tok.vocab_size != builtin_qwen.VOCAB_SIZE:
+        return
+    folder = builtin_qwen.materialize(cache_root())
+    ours = json.loads(tok._backend.to_str())
+    builtin = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+
+    def added(spec: dict) -> list:
+        return sorted((t["id"], t["content"], t["special"]) for t in spec.get("added_tokens", []))
+
+    same = all(_encoding_part(ours.get(k)) == _encoding_part(builtin.get(k)) for k in _ENCODING_KEYS)
+    if same and added(ours) == added(builtin):
+        tok._fast = _builtin_fast_encoder(folder)
+        tok.fast_path = True
 
 
 def load_tokenizer(spec: str, *, eod_token: str | None = None, fast_path: bool | None = None) -> Tokenizer:
@@ -198,7 +241,9 @@ def load_tokenizer(spec: str, *, eod_token: str | None = None, fast_path: bool |
 
     ``eod_token`` overrides the end-of-document token; ``fast_path`` forces the
     built-in's tiktoken fast path on/off (default: on unless
-    ``JPCORPUS_NO_FAST_TOKENIZER=1``; other tokenizers always use HF).
+    ``JPCORPUS_NO_FAST_TOKENIZER=1``). A local directory gets the fast path too
+    when its tokenizer.json encodes exactly as the built-in (a downloaded
+    Qwen2.5 checkpoint); other tokenizers use HF.
     """
     if spec.strip().lower() in BUILTIN_NAMES:
         tok = _load_builtin(spec, eod_token, fast_path)
@@ -210,6 +255,8 @@ def load_tokenizer(spec: str, *, eod_token: str | None = None, fast_path: bool |
                                      "tokenizer_config.json")
             tok = Tokenizer(spec, hf_dir=path, eod_token=eod_token)
             tok.hf  # load now so errors surface here
+            if _fast_path_wanted(fast_path):
+                _attach_builtin_fast_path(tok)
         elif path.exists():
             raise TokenizerError(f"--tokenizer {spec}: pass the directory holding tokenizer.json, not a file")
         else:

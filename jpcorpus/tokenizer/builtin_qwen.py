@@ -40,6 +40,7 @@ from pathlib import Path
 
 RANKS_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 RANKS_COUNT = 151_643
+VOCAB_SIZE = 151_665  # ranks + the 22 added tokens
 BUILDER_VERSION = 1  # bump when the files written below change
 META_FILE = "jpcorpus_builtin.json"  # written last inside the temp folder
 
