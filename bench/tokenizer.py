@@ -1,7 +1,7 @@
 """Tokenizer throughput on real Japanese text, single process.
 
     TOKENIZERS_PARALLELISM=false python bench/tokenizer.py \
-        /work/shared/corpus/aozora_bench_100mb.jsonl.gz --mb 10
+        ../shared/corpus/aozora_bench_100mb.jsonl.gz --mb 10
 
 Measures MB/s (UTF-8 bytes of the text field) for: HF ``encode_batch_fast``,
 HF per document ``tokenizer(text)["input_ids"]``, and the jpcorpus fast path,
