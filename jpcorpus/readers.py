@@ -220,7 +220,7 @@ def _iter_jsonl(path, text_key, id_key, encoding, stats) -> Iterator[Document | 
         for line_no, raw in enumerate(stream, start=1):
             stats.text_bytes += len(raw)
             source = f"{path}:{line_no}"
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8) and encoding.replace("-", "_").lower() in ("utf_8", "utf8"):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8) and _is_utf8(encoding):
                 raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue  # blank lines between records are not records
@@ -261,13 +261,18 @@ def _iter_plain(path, text_key, id_key, encoding, stats) -> Iterator[Document | 
     stats.text_bytes += len(raw)
     source = f"{path}:1"
     try:
-        text = raw.decode("utf-8-sig" if encoding.replace("-", "_").lower() in ("utf_8", "utf8") else encoding)
+        text = raw.decode("utf-8-sig" if _is_utf8(encoding) else encoding)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         yield InputError(f"{path}:{line}", "invalid_encoding", _encoding_message(raw, encoding, exc))
         return
     problem = _text_problem(text, source)
     yield problem if problem is not None else Document(text, None, {}, source)
+
+
+def _is_utf8(encoding: str) -> bool:
+    """True for every spelling of UTF-8 (``utf-8``, ``UTF8``, ``utf_8``): a BOM is then dropped."""
+    return codecs.lookup(encoding).name == "utf-8"
 
 
 def _text_problem(text: str, source: str) -> InputError | None:

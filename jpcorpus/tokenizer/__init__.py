@@ -25,11 +25,12 @@ it, whatever their files' formatting.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
+
+from jpcorpus.sidecar import file_sha256
 
 BUILTIN_NAMES = ("qwen2.5",)
 DEFAULT_EOD_TOKEN = "<|endoftext|>"
@@ -51,14 +52,6 @@ def _fast_path_wanted(fast_path: bool | None) -> bool:
     if fast_path is not None:
         return fast_path
     return os.environ.get("JPCORPUS_NO_FAST_TOKENIZER", "").strip().lower() in ("", "0", "false", "no")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Tokenizer:
@@ -163,7 +156,7 @@ class Tokenizer:
         """What a shard sidecar records about this tokenizer."""
         files = {}
         if self.hf_dir is not None:
-            files = {f: _file_sha256(self.hf_dir / f) for f in TOKENIZER_FILES if (self.hf_dir / f).is_file()}
+            files = {f: file_sha256(self.hf_dir / f) for f in TOKENIZER_FILES if (self.hf_dir / f).is_file()}
         return {"name": self.name, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
                 "eod_id": self.eod_id, "eod_token": self.eod_token, "files": files}
 
