@@ -110,3 +110,55 @@ class MetricsFile(Callback):
         if val is not None:
             self._write({"step": int(trainer.global_step), "val_loss": val})
         self._t0 = None  # validation time is not a training step's time
+
+
+class Profile(Callback):
+    """``torch.profiler`` over training steps ``start``..``end-1``: where the step's time goes.
+
+    Writes ``profile_steps{start}-{end}.txt`` under ``out_dir``: wall time per step, GPU
+    kernel time per step (busy fraction; the rest is the GPU waiting for the host), then
+    the top operators by GPU time and by host time.
+    """
+
+    def __init__(self, start: int, end: int, out_dir: str | Path):
+        self.start, self.end, self.out_dir = start, end, Path(out_dir)
+        self._prof = None
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import torch
+
+        if self._prof is None and trainer.global_step == self.start:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+                torch.cuda.synchronize()
+            self._prof = torch.profiler.profile(activities=activities)
+            self._prof.__enter__()
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import torch
+
+        if self._prof is None or trainer.global_step < self.end:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - self._t0
+        prof, self._prof = self._prof, None
+        prof.__exit__(None, None, None)
+        steps = self.end - self.start
+        events = prof.key_averages()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        gpu_us = sum(e.time_range.elapsed_us() for e in kernels)
+        lines = [f"steps {self.start}..{self.end - 1}: wall {wall / steps:.4f} s/step, "
+                 f"GPU kernels {gpu_us / 1e6 / steps:.4f} s/step ({gpu_us / 1e6 / wall:.0%} busy)", ""]
+        for key in ("self_device_time_total", "self_cpu_time_total"):
+            try:
+                lines.append(events.table(sort_by=key, row_limit=40))
+            except Exception as exc:  # an unknown sort key on another torch version
+                lines.append(f"(no table by {key}: {exc})")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = self.out_dir / f"profile_steps{self.start}-{self.end}.txt"
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"profile: {lines[0]} -> {out}", flush=True)

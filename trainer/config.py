@@ -40,6 +40,18 @@ class ModelConfig:
     attention: str = "sdpa"
     """Core attention without TransformerEngine: ``sdpa`` (torch scaled_dot_product_attention,
     no s x s scores in memory) or ``local`` (megatron-core's DotProductAttention)."""
+    fused_loss: bool = True
+    """Compute the output layer and the cross-entropy chunk by chunk (``trainer/fused_loss.py``):
+    the same loss and gradients without the full ``[tokens, vocab]`` logits in memory."""
+    loss_chunk_tokens: int = 4096
+    """Tokens per chunk of the fused loss (bf16 logits of one chunk: chunk x vocab x 2 bytes)."""
+    fusions: bool = True
+    """On the GPU, megatron-core's torch.compile'd SwiGLU (keeps only its input for the
+    backward pass) and bias-dropout-add; pure PyTorch, no TransformerEngine needed."""
+    recompute: list[str] | None = None
+    """Activation recomputation (megatron-core's selective recompute) of these modules:
+    ``mlp``, ``core_attn``, ``layernorm``; e.g. ``[mlp]`` trades ~15% more matrix work
+    for most of the activation memory. None: keep all activations."""
 
 
 @dataclass
@@ -136,6 +148,10 @@ class LoggingConfig:
     tokens_per_s, gpu_mem_gib) under ``run_dir``, read by ``trainer monitor``."""
     every_n_steps: int = 1
     """Log training metrics every this many steps."""
+    profile_steps: list[int] | None = None
+    """``[start, end]``: profile training steps start..end-1 with ``torch.profiler`` and
+    write a table of the top operators and kernels (``profile_steps{start}-{end}.txt``)
+    and the split of wall time into GPU-busy and idle under ``run_dir``."""
 
 
 @dataclass
@@ -167,6 +183,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "no model.base given: set model.base to a checkpoint, or from_scratch: true for random weights"),
         ("model.from_scratch", not (m.base and m.from_scratch), "model.base and from_scratch: true exclude each other"),
         ("model.attention", m.attention in ("sdpa", "local"), f"{m.attention!r} is not sdpa or local"),
+        ("model.loss_chunk_tokens", m.loss_chunk_tokens > 0, f"{m.loss_chunk_tokens} must be positive"),
+        ("model.recompute", not m.recompute or set(m.recompute) <= {"mlp", "core_attn", "layernorm"},
+         f"{m.recompute} must be a subset of mlp, core_attn, layernorm"),
         ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
         ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
         ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),
@@ -185,6 +204,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"{o.warmup_steps} must be below schedule.max_steps={s.max_steps}"),
         ("schedule.val_every", s.val_every > 0, f"{s.val_every} must be positive"),
         ("schedule.val_batches", s.val_batches > 0, f"{s.val_batches} must be positive"),
+        ("logging.profile_steps", cfg.logging.profile_steps is None or (
+            len(cfg.logging.profile_steps) == 2 and 0 <= cfg.logging.profile_steps[0] < cfg.logging.profile_steps[1]),
+         f"{cfg.logging.profile_steps} must be [start, end] with 0 <= start < end"),
         ("checkpoint.save_top_k", cfg.checkpoint.save_top_k >= 1, f"{cfg.checkpoint.save_top_k} must be >= 1"),
     ]
     for key, ok, message in checks:

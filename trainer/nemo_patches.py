@@ -14,10 +14,9 @@ upstream changes under it (so the fix can be dropped or re-checked).
 2. ``nemo.collections.llm.peft.lora`` compares modules with ``te.Linear`` where ``te``
    is a placeholder that raises on attribute access: :func:`patch_lora_without_te`
    swaps in a namespace whose classes match nothing.
-3. megatron-core's local ``DotProductAttention`` materialises the s x s scores
-   (10.6 GiB at micro batch 4, seq 2048). :class:`SDPACoreAttention` calls torch's
-   ``scaled_dot_product_attention`` (flash / memory-efficient kernels) instead;
-   :func:`sdpa_layer_spec` is the local layer spec with it.
+3. megatron-core's local ``DotProductAttention`` materialises the s x s scores:
+   ``trainer/layers.py`` has :class:`SDPACoreAttention` and :func:`sdpa_layer_spec`
+   (re-exported here, where older checkpoint contexts look for them).
 4. With transformers 5 NeMo never registers its AutoTokenizer for checkpoint
    serialisation: :func:`track_nemo_auto_tokenizer` does (at import of this module).
 """
@@ -27,11 +26,11 @@ from __future__ import annotations
 import types
 
 import torch
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-from megatron.core.transformer.dot_product_attention import DotProductAttention
-from megatron.core.transformer.enums import AttnMaskType
 from nemo.collections.llm.gpt.model.qwen2 import HFQwen2Importer, Qwen2Config, Qwen2Model
 from nemo.lightning import io
+
+# Checkpoint contexts written before trainer/layers.py existed name these by this module.
+from trainer.layers import SDPACoreAttention, local_layer_spec, sdpa_layer_spec  # noqa: F401
 
 # Upstream's TE-fused targets that our importer replaces (checked by the tests).
 UPSTREAM_NORM_TARGETS = {
@@ -44,55 +43,24 @@ LOCAL_NORM_TARGETS = {
 }
 
 
-class SDPACoreAttention(DotProductAttention):
-    """Core attention through ``torch.nn.functional.scaled_dot_product_attention``.
+class JaQwen2Model(Qwen2Model):
+    """Qwen2Model whose ``hf`` importer is :class:`Qwen2LocalImporter`.
 
-    Takes megatron's layout (query ``[sq, b, np, hn]``, key/value ``[sk, b, ng, hn]``)
-    and returns ``[sq, b, np * hn]`` like ``DotProductAttention``. Causal masking is
-    done by the kernel (``is_causal``); an explicit mask is used only for non-causal
-    mask types (megatron masks are True where attention is forbidden).
+    ``fused_loss_chunk_tokens`` (set by ``trainer.recipe.build``; not an init argument,
+    so not part of a checkpoint's context): when set, the megatron model's training
+    loss goes through :mod:`trainer.fused_loss`.
     """
 
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
-        if packed_seq_params is not None or attention_bias is not None:
-            raise NotImplementedError("SDPACoreAttention: packed sequences and attention bias are not supported")
-        mask_type = attn_mask_type or self.attn_mask_type
-        groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
-        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        causal = mask_type == AttnMaskType.causal
-        mask = None if causal or attention_mask is None else ~attention_mask
-        out = torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal,
-            dropout_p=self.config.attention_dropout if self.training else 0.0, scale=self.softmax_scale,
-        )
-        sq, b = out.shape[2], out.shape[0]
-        return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
+    fused_loss_chunk_tokens: int | None = None
 
+    def configure_model(self, *args, **kwargs) -> None:
+        fresh = not hasattr(self, "module")
+        super().configure_model(*args, **kwargs)
+        if fresh and self.fused_loss_chunk_tokens:
+            from trainer import fused_loss
+            from trainer.importer import _mcore_module
 
-def sdpa_layer_spec(config):
-    """megatron-core's local (no TE) GPT layer spec with :class:`SDPACoreAttention`."""
-    spec = get_gpt_layer_local_spec(
-        num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
-        qk_layernorm=config.qk_layernorm, normalization=config.normalization,
-    )
-    spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
-    return spec
-
-
-def local_layer_spec(config):
-    """megatron-core's local (no TE) GPT layer spec, unchanged."""
-    return get_gpt_layer_local_spec(
-        num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
-        qk_layernorm=config.qk_layernorm, normalization=config.normalization,
-    )
-
-
-class JaQwen2Model(Qwen2Model):
-    """Qwen2Model whose ``hf`` importer is :class:`Qwen2LocalImporter`."""
+            fused_loss.install(_mcore_module(self.module), self.fused_loss_chunk_tokens)
 
 
 @io.model_importer(JaQwen2Model, "hf")

@@ -83,6 +83,13 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
                                 else nemo_patches.local_layer_spec),
     )
     nemo_patches.apply_no_te_settings(config)
+    if cfg.model.fusions and torch.cuda.is_available():
+        # megatron-core's own torch.compile fusions (megatron/core/fusions): no TE or apex needed.
+        config.bias_activation_fusion = True
+        config.bias_dropout_fusion = True
+    if cfg.model.recompute:
+        config.recompute_granularity = "selective"
+        config.recompute_modules = list(cfg.model.recompute)
     return config
 
 
@@ -108,6 +115,8 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         index_dir=str(run_dir / "index_cache"), causal_mask=True,  # gpt_forward_step asserts one without TE
     )
     run.model = nemo_patches.JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
+    if cfg.model.fused_loss:
+        run.model.fused_loss_chunk_tokens = cfg.model.loss_chunk_tokens
     if cfg.peft.method == "lora":
         run.peft = llm.peft.LoRA(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,
                                  dropout=cfg.peft.dropout)
@@ -126,6 +135,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     )
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
                  Preflight(s.preflight_batches, preset.vocab_size, expect_trained=not cfg.model.from_scratch)]
+    if cfg.logging.profile_steps:
+        from trainer.callbacks import Profile
+
+        callbacks.append(Profile(*cfg.logging.profile_steps, out_dir=run_dir))
     if s.early_stopping.patience is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
@@ -192,6 +205,10 @@ def plan(run: Run) -> dict:
                      f"vocab {run.tokenizer.vocab_size}, eod {run.tokenizer.eod_id}",
         "train shards": ", ".join(f"{sh.prefix} (w={sh.weight:g}, {sh.tokens:,} tokens)" for sh in run.train_shards),
         "valid shards": ", ".join(f"{sh.prefix} ({sh.tokens:,} tokens)" for sh in run.valid_shards),
+        "loss": (f"fused output layer + cross-entropy, {cfg.model.loss_chunk_tokens} tokens per chunk"
+                 if cfg.model.fused_loss else "megatron-core's (full logits)"),
+        "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
+                  else "all activations kept",
         "tokens per step": tokens_per_step,
         "micro batches per step": s.global_batch_size // s.micro_batch_size,
         "steps": s.max_steps,
