@@ -147,7 +147,8 @@ VARIANTS = {
     "fused-mb4": ["schedule.micro_batch_size=4"],
     "fused-mb8": ["schedule.micro_batch_size=8"],
     "fused-mb8-rcmlp": ["schedule.micro_batch_size=8", "model.recompute=[mlp]"],
-    "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]"],
+    "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]", "model.loss_chunk_tokens=2048"],
+    "upstream-lora-mb8": ["schedule.micro_batch_size=8", "model.fused_loss=false", "peft.lean_adapters=false"],
     "full-mb4": ["peft.method=none", "schedule.micro_batch_size=4"],
     "full-mb8-rcmlp": ["peft.method=none", "schedule.micro_batch_size=8", "model.recompute=[mlp]"],
 }
@@ -188,6 +189,7 @@ def speed(args, out: Path, summary: dict) -> None:
         for prof in Path(run_dir).glob("profile_steps*.txt"):
             (out / f"{name}_{prof.name}").write_text(prof.read_text())
         summary[name] = row
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))  # kept if a later run overruns
         ckpt_dir = Path(run_dir) / "run" / "v0" / "checkpoints"
         if "quarantine_check" not in summary and any(ckpt_dir.glob("*")):
             try:
@@ -215,7 +217,7 @@ def metrics_summary(metrics: Path, skip: int = 5) -> dict:
 
 
 def check_quarantine_on(ckpt_dir: Path, work: Path) -> dict:
-    """Copy the run's checkpoints, truncate the newest one's largest file, ask prepare_resume."""
+    """Copy the run's checkpoints, truncate the newest one's largest weights file, ask prepare_resume."""
     import shutil
 
     from trainer.checkpoints import find_resumable, prepare_resume
@@ -224,7 +226,7 @@ def check_quarantine_on(ckpt_dir: Path, work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ckpt_dir, copy, symlinks=True)
     newest, _ = find_resumable(copy)
-    victim = max((p for p in newest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim = max((p for p in (newest / "weights").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     with open(victim, "r+b") as f:
         f.truncate(victim.stat().st_size // 2)
     said: list[str] = []

@@ -11,6 +11,7 @@ the ways an interrupted save or a full disk leaves them. Needs torch only; the l
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import re
 from pathlib import Path
@@ -48,6 +49,8 @@ def make_checkpoint(root: Path, step: int, last: bool = False, val_loss: float =
     (path / "context").mkdir()
     (path / "context" / "io.json").write_text(json.dumps({"root": {"type": "ref"}}))
     (path / "context" / "model.yaml").write_text("_target_: JaQwen2Model\n")
+    (path / "context" / "nemo_tokenizer").mkdir()
+    (path / "context" / "nemo_tokenizer" / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0}}}))
     return path
 
 
@@ -104,8 +107,12 @@ def no_weights(p):
 
 
 def empty_context(p):
-    for f in (p / "context").iterdir():
-        f.unlink()
+    shutil.rmtree(p / "context")
+    (p / "context").mkdir()
+
+
+def cut_tokenizer_json(p):  # seen on a real GPU checkpoint: the largest file of a LoRA checkpoint
+    truncate(p / "context" / "nemo_tokenizer" / "tokenizer.json", 10)
 
 
 def unfinished(p):
@@ -122,6 +129,7 @@ DAMAGE = [
     (empty_weights, ["missing_metadata_json", "missing_common_pt", "missing_dcp_metadata"]),
     (no_weights, ["missing_weights"]),
     (empty_context, ["empty_context"]),
+    (cut_tokenizer_json, ["invalid_context_file"]),
     (unfinished, ["unfinished"]),
 ]
 

@@ -156,7 +156,15 @@ def _check_context(context: Path) -> list[str]:
         json.loads(io_json.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         return [f"invalid_context_io: context/io.json is not JSON ({e})"]
-    return []
+    problems = []
+    for file in sorted(context.rglob("*.json")):  # the tokenizer NeMo saved beside it, and the like
+        if file == io_json:
+            continue
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            problems.append(f"invalid_context_file: context/{file.relative_to(context)} is not JSON ({e})")
+    return problems
 
 
 def find_resumable(checkpoint_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:

@@ -81,6 +81,9 @@ class PeftConfig:
     """Dropout on the LoRA branch input."""
     targets: list[str] = field(default_factory=lambda: ["linear_qkv", "linear_proj"])
     """Megatron module names: linear_qkv (fused q,k,v), linear_proj (o), linear_fc1, linear_fc2."""
+    lean_adapters: bool = True
+    """On one tensor-parallel rank, run NeMo's LoRA adapters through plain ``F.linear``
+    (``trainer/fast_lora.py``): same parameters and checkpoints, less host time per step."""
 
 
 @dataclass

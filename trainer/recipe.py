@@ -118,7 +118,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     if cfg.model.fused_loss:
         run.model.fused_loss_chunk_tokens = cfg.model.loss_chunk_tokens
     if cfg.peft.method == "lora":
-        run.peft = llm.peft.LoRA(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,
+        from trainer.fast_lora import LeanLoRA
+
+        lora_cls = LeanLoRA if cfg.peft.lean_adapters else llm.peft.LoRA
+        run.peft = lora_cls(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,
                                  dropout=cfg.peft.dropout)
     sched = CosineAnnealingScheduler(
         max_steps=s.max_steps, warmup_steps=o.warmup_steps, constant_steps=0,

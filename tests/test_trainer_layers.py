@@ -1,0 +1,107 @@
+"""trainer.layers on a real megatron-core GPTModel (CPU): the rotary embedding handed to
+SDPACoreAttention gives the outputs and gradients of megatron's own SelfAttention path."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train extra)")
+
+from trainer import layers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_parallel():
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    made_group = not dist.is_initialized()
+    if made_group:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29534")
+        dist.init_process_group("gloo", world_size=1, rank=0)
+    made_mp = not parallel_state.model_parallel_is_initialized()
+    if made_mp:
+        parallel_state.initialize_model_parallel(1, 1)
+    yield
+    if made_mp:
+        parallel_state.destroy_model_parallel()
+    if made_group:
+        dist.destroy_process_group()
+
+
+def _spec(config, hand_off: bool):
+    spec = layers.sdpa_layer_spec(config)
+    if not hand_off:
+        from megatron.core.transformer.attention import SelfAttention
+
+        spec.submodules.self_attention.module = SelfAttention  # upstream applies the rotary embedding
+    return spec
+
+
+def _gpt(hand_off: bool, seed: int = 0):
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    from trainer.cpu_shims import megatron_on_cpu
+
+    torch.manual_seed(seed)
+    config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
+                               ffn_hidden_size=64, use_cpu_initialization=True, params_dtype=torch.float32,
+                               normalization="RMSNorm", gated_linear_unit=True, add_bias_linear=False,
+                               add_qkv_bias=True, activation_func=torch.nn.functional.silu, hidden_dropout=0.0,
+                               attention_dropout=0.0, masked_softmax_fusion=False, bias_activation_fusion=False,
+                               bias_dropout_fusion=False, apply_rope_fusion=False,
+                               gradient_accumulation_fusion=False, cross_entropy_loss_fusion=False)
+    with megatron_on_cpu():
+        return GPTModel(config=config, transformer_layer_spec=_spec(config, hand_off), vocab_size=128,
+                        max_sequence_length=64, position_embedding_type="rope", rotary_base=10000)
+
+
+def _run(model, ids):
+    from trainer.cpu_shims import megatron_on_cpu
+
+    model.zero_grad(set_to_none=True)
+    s = ids.shape[1]
+    pos = torch.arange(s).unsqueeze(0).expand_as(ids)
+    with megatron_on_cpu():
+        loss = model(ids, pos, None, labels=ids)
+    loss.sum().backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_self_attention_signature_still_has_what_the_hand_off_reads():
+    """If this fails, megatron-core changed SelfAttention.forward: re-check trainer/layers.py."""
+    from megatron.core.transformer.attention import SelfAttention
+
+    assert set(layers.SELF_ATTENTION_PARAMS) <= set(inspect.signature(SelfAttention.forward).parameters)
+
+
+def test_rope_hand_off_matches_upstream_outputs_and_gradients(model_parallel, monkeypatch):
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(3))
+    ref_loss, ref_grads = _run(_gpt(hand_off=False), ids)
+    calls = []
+    monkeypatch.setattr(layers, "apply_rope", lambda t, f: calls.append(t.shape) or
+                        layers._apply_rotary_pos_emb_bshd(t, f))
+    model = _gpt(hand_off=True)
+    assert isinstance(model.decoder.layers[0].self_attention, layers.RopeInCoreSelfAttention)
+    loss, grads = _run(model, ids)
+    assert len(calls) == 2 * 2  # query and key of each of the 2 layers, applied once each
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert model.decoder.layers[0].self_attention.core_attention.pending_rope is None
+
+
+def test_rope_is_not_handed_off_when_core_attention_is_recomputed(model_parallel):
+    model = _gpt(hand_off=True)
+    attention = model.decoder.layers[0].self_attention
+    attention.checkpoint_core_attention = True
+    assert not attention._can_hand_off({"rotary_pos_emb": torch.zeros(1)})
+    attention.checkpoint_core_attention = False
+    assert attention._can_hand_off({"rotary_pos_emb": torch.zeros(1)})
+    assert not attention._can_hand_off({"rotary_pos_emb": None})
