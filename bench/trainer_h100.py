@@ -146,6 +146,7 @@ VARIANTS = {
     "ref-mb4": ["model.fused_loss=false", "model.fusions=false", "schedule.micro_batch_size=4"],
     "fused-mb4": ["schedule.micro_batch_size=4"],
     "fused-mb8": ["schedule.micro_batch_size=8"],
+    "fused-mb8-c2048": ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048"],
     "fused-mb8-rcmlp": ["schedule.micro_batch_size=8", "model.recompute=[mlp]"],
     "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]", "model.loss_chunk_tokens=2048"],
     "upstream-lora-mb8": ["schedule.micro_batch_size=8", "model.fused_loss=false", "peft.lean_adapters=false"],

@@ -34,16 +34,22 @@ def model_parallel():
         dist.destroy_process_group()
 
 
-def _spec(config, hand_off: bool):
+def _spec(config, hand_off: bool, lean: bool = True):
     spec = layers.sdpa_layer_spec(config)
     if not hand_off:
         from megatron.core.transformer.attention import SelfAttention
 
         spec.submodules.self_attention.module = SelfAttention  # upstream applies the rotary embedding
+    if not lean:
+        from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
+
+        attention, mlp = spec.submodules.self_attention.submodules, spec.submodules.mlp.submodules
+        attention.linear_qkv, attention.linear_proj = ColumnParallelLinear, RowParallelLinear
+        mlp.linear_fc1, mlp.linear_fc2 = ColumnParallelLinear, RowParallelLinear
     return spec
 
 
-def _gpt(hand_off: bool, seed: int = 0):
+def _gpt(hand_off: bool, seed: int = 0, lean: bool = True, frozen: bool = False):
     from megatron.core.models.gpt import GPTModel
     from megatron.core.transformer.transformer_config import TransformerConfig
 
@@ -58,8 +64,13 @@ def _gpt(hand_off: bool, seed: int = 0):
                                bias_dropout_fusion=False, apply_rope_fusion=False,
                                gradient_accumulation_fusion=False, cross_entropy_loss_fusion=False)
     with megatron_on_cpu():
-        return GPTModel(config=config, transformer_layer_spec=_spec(config, hand_off), vocab_size=128,
-                        max_sequence_length=64, position_embedding_type="rope", rotary_base=10000)
+        model = GPTModel(config=config, transformer_layer_spec=_spec(config, hand_off, lean), vocab_size=128,
+                         max_sequence_length=64, position_embedding_type="rope", rotary_base=10000)
+    if frozen:  # as under LoRA: the layers' weights frozen (megatron then uses LinearWithFrozenWeight)
+        for name, p in model.named_parameters():
+            if "decoder.layers" in name:
+                p.requires_grad_(False)
+    return model
 
 
 def _run(model, ids):
@@ -71,7 +82,7 @@ def _run(model, ids):
     with megatron_on_cpu():
         loss = model(ids, pos, None, labels=ids)
     loss.sum().backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_self_attention_signature_still_has_what_the_hand_off_reads():
@@ -95,6 +106,23 @@ def test_rope_hand_off_matches_upstream_outputs_and_gradients(model_parallel, mo
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
     assert model.decoder.layers[0].self_attention.core_attention.pending_rope is None
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_lean_linears_match_upstream_linears(model_parallel, frozen):
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(4))
+    ref_model, model = _gpt(True, lean=False, frozen=frozen), _gpt(True, lean=True, frozen=frozen)
+    layer = model.decoder.layers[0]
+    assert isinstance(layer.self_attention.linear_qkv, layers.LeanColumnParallelLinear)
+    assert isinstance(layer.mlp.linear_fc2, layers.LeanRowParallelLinear)
+    assert not isinstance(ref_model.decoder.layers[0].mlp.linear_fc2, layers.LeanRowParallelLinear)
+    assert sorted(model.state_dict()) == sorted(ref_model.state_dict())
+    ref_loss, ref_grads = _run(ref_model, ids)
+    loss, grads = _run(model, ids)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == ref_grads.keys() and len(grads) >= (2 if frozen else 17)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_rope_is_not_handed_off_when_core_attention_is_recomputed(model_parallel):

@@ -3,6 +3,12 @@
 * megatron-core's local ``DotProductAttention`` materialises the s x s scores (10.6 GiB
   at micro batch 4, seq 2048). :class:`SDPACoreAttention` calls torch's
   ``scaled_dot_product_attention`` (flash / cuDNN kernels) instead.
+* megatron's ``ColumnParallelLinear``/``RowParallelLinear`` route every matrix product
+  through tensor-parallel region functions and a custom autograd function with a
+  Python backward, identity work on one tensor-parallel rank that costs host time
+  (the LoRA step on one H100 was bound by the host). :class:`LeanColumnParallelLinear`
+  and :class:`LeanRowParallelLinear` call ``F.linear`` there (same parameters, same
+  state dict) and fall back to upstream's forward otherwise.
 * Without TransformerEngine megatron applies the rotary embedding with ~10 separate
   element-wise kernels per tensor (slices, cos, sin, multiplies, a concatenation for
   the half rotation, another to re-join): ~60 ms of a 0.48 s LoRA step on one H100 at
@@ -11,7 +17,7 @@
   (``_apply_rotary_pos_emb_bshd``) through ``torch.compile`` on CUDA: the same
   arithmetic in one kernel forward and one backward.
 
-:func:`sdpa_layer_spec` is megatron-core's local layer spec with both.
+:func:`sdpa_layer_spec` is megatron-core's local layer spec with all of these.
 ``tests/test_trainer_layers.py`` checks outputs and gradients against the unmodified
 local spec and fails if the upstream signatures these rely on change.
 """
@@ -28,6 +34,7 @@ from megatron.core.models.common.embeddings.yarn_rotary_pos_embedding import (
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.enums import AttnMaskType
 
 # SelfAttention.forward parameters (megatron-core 0.15.3) that decide whether the hand-off is safe.
@@ -45,6 +52,36 @@ def apply_rope(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     if _compiled_rope is None:
         _compiled_rope = torch.compile(_apply_rotary_pos_emb_bshd, dynamic=False)
     return _compiled_rope(t, freqs)
+
+
+def _lean_ok(layer, tp_whole: bool) -> bool:
+    """One tensor-parallel rank and none of the features that need upstream's path."""
+    c = layer.config
+    return (tp_whole and not layer.sequence_parallel and not getattr(layer, "explicit_expert_comm", False)
+            and not layer.gradient_accumulation_fusion and not c.defer_embedding_wgrad_compute
+            and c._cpu_offloading_context is None)
+
+
+class LeanColumnParallelLinear(ColumnParallelLinear):
+    """``ColumnParallelLinear`` computing ``F.linear`` directly on one tensor-parallel rank."""
+
+    def forward(self, input_, weight=None, runtime_gather_output=None):
+        if weight is not None or not _lean_ok(self, self.output_size_per_partition == self.output_size):
+            return super().forward(input_, weight=weight, runtime_gather_output=runtime_gather_output)
+        out = torch.nn.functional.linear(input_, self.weight, None if self.skip_bias_add else self.bias)
+        return out, (self.bias if self.skip_bias_add else None)
+
+
+class LeanRowParallelLinear(RowParallelLinear):
+    """``RowParallelLinear`` computing ``F.linear`` directly on one tensor-parallel rank."""
+
+    def forward(self, input_):
+        if not _lean_ok(self, self.input_size_per_partition == self.input_size):
+            return super().forward(input_)
+        out = torch.nn.functional.linear(input_, self.weight)
+        if self.skip_bias_add:
+            return out, self.bias
+        return (out + self.bias if self.bias is not None else out), None
 
 
 class RopeInCoreSelfAttention(SelfAttention):
@@ -123,8 +160,13 @@ def sdpa_layer_spec(config):
         num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
         qk_layernorm=config.qk_layernorm, normalization=config.normalization,
     )
-    spec.submodules.self_attention.module = RopeInCoreSelfAttention
-    spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
+    attention, mlp = spec.submodules.self_attention, spec.submodules.mlp
+    attention.module = RopeInCoreSelfAttention
+    attention.submodules.core_attention = SDPACoreAttention
+    attention.submodules.linear_qkv = LeanColumnParallelLinear
+    attention.submodules.linear_proj = LeanRowParallelLinear
+    mlp.submodules.linear_fc1 = LeanColumnParallelLinear
+    mlp.submodules.linear_fc2 = LeanRowParallelLinear
     return spec
 
 

@@ -131,9 +131,11 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         config=OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
                                adam_beta1=0.9, adam_beta2=0.95, clip_grad=o.clip_grad,
                                bf16=o.precision == "bf16-mixed",
-                               # LoRA + distributed optimizer failed to save a checkpoint on the H100
-                               # (distrib_optimizer sharded_param_state_dp_reshardable assertion).
-                               use_distributed_optimizer=cfg.peft.method == "none"),
+                               # megatron-core 0.15.3's distributed optimizer failed to save a checkpoint
+                               # on one H100, for LoRA and for full-parameter runs alike
+                               # (sharded_param_state_dp_reshardable: AssertionError (torch.Size([]), 0, 896));
+                               # with one GPU (devices=1) it shards nothing anyway.
+                               use_distributed_optimizer=False),
         lr_scheduler=sched,
     )
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
