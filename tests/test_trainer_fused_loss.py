@@ -189,3 +189,12 @@ def test_nemo_model_installs_fused_loss_when_asked(model_parallel):
 
     assert build(8).fused_loss_chunk_tokens == 8 and "_postprocess" in vars(build(8))
     assert "_postprocess" not in vars(build(None))
+
+
+def test_docstring_examples():
+    import doctest
+
+    from trainer import fused_loss
+
+    result = doctest.testmod(fused_loss)
+    assert result.attempted > 0 and result.failed == 0

@@ -105,6 +105,9 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from trainer.data import build_data_module, nemo_tokenizer
 
     nemo_patches.patch_lora_without_te()
+    from trainer import grad_norm
+
+    grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
     preset, train, valid = check_run_inputs(cfg, tok)
     run = Run(cfg, preset, tok, train, valid)
     s, o, run_dir = cfg.schedule, cfg.optim, Path(cfg.run_dir)
