@@ -66,3 +66,47 @@ def test_batch_fingerprints_equal_one_at_a_time():
     batch = d.fingerprints(texts)
     assert [k.tolist() for k in batch] == [d.fingerprints([t])[0].tolist() for t in texts]
     assert [k.tolist() for k in d.fingerprints(KEEP)] == [k.tolist() for k in batch[:20] + batch[24:]]
+
+
+def _five_gram_jaccard(a: str, b: str) -> float:
+    sa, sb = ({t[i:i + 5] for i in range(len(t) - 4)} for t in (a, b))
+    return len(sa & sb) / len(sa | sb)
+
+
+def _edited_pairs():
+    """(text, copy with every k-th character changed): 5-gram Jaccard from ~0.3 to ~0.9."""
+    import random
+
+    chars = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん日本語文章"
+    for seed in range(400):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(chars) for _ in range(800))
+        step = rng.choice([12, 16, 20, 28, 40, 60])
+        edited = "".join("ー" if i % step == step // 2 else c for i, c in enumerate(text))
+        yield text, edited
+
+
+def test_near_dedup_verification_keeps_lsh_candidates_that_are_not_similar():
+    """Banding alone drops ~1 in 5 pairs at Jaccard 0.6; the verified check keeps them."""
+    banded_only = verified = 0
+    for text, edited in _edited_pairs():
+        plain, checked = NearDedup(verify=False), NearDedup()
+        assert plain.check(plain.fingerprint(text)) is True and checked.check(checked.fingerprint(text)) is True
+        plain_drop = plain.check(plain.fingerprint(edited)) is not True
+        checked_drop = checked.check(checked.fingerprint(edited)) is not True
+        j = _five_gram_jaccard(text, edited)
+        assert not checked_drop or plain_drop  # verification only ever keeps more
+        if j < 0.6:
+            banded_only += plain_drop
+            verified += checked_drop
+        if j > 0.85:
+            assert checked_drop, j  # real near duplicates still go
+    assert banded_only >= 3 and verified == 0, (banded_only, verified)
+
+
+def test_near_dedup_memory_counts_the_signatures():
+    d = NearDedup()
+    before = d.memory_bytes()
+    for text in KEEP[:10]:
+        d.check(d.fingerprint(text))
+    assert d.memory_bytes() - before == 10 * 112 * 2  # 16 bits of each of 112 MinHash values
