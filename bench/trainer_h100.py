@@ -1,17 +1,27 @@
-"""GPU benchmark and resume demonstration of ``trainer run`` on one H100.
+"""GPU benchmark of ``trainer run`` on one H100: resume demonstration and speed table.
 
-    python3 bench/trainer_h100.py --out results/h100 --shards out/gpu_shards/aozora
+    python3 bench/trainer_h100.py --out results/h100 --stage all --steps 120 --val-every 40 --kill-after 90
+    python3 bench/trainer_h100.py --out results/h100 --stage speed --speed-steps 16 --baseline-micro 8 \
+        --variants fused-mb16-rcmlp,fused-mb8 [--profile-variant fused-mb8] [--baseline-full]
+
+``--stage all`` (or ``baseline`` / ``train``):
 
 1. Hugging Face transformers + PEFT LoRA baseline of the same shape (Qwen2.5-0.5B,
-   random init, bf16, SDPA, seq 2048, micro batch 4, GBS 32), timed steps.
+   random init, bf16, SDPA, seq 2048, GBS 32) at each ``--baseline-micro``.
 2. ``trainer run`` (NeMo 2, from_scratch, LoRA r16 on qkv+proj) for ``--steps``
    steps with validation and checkpoints every ``--val-every``; SIGKILLed once the
    metrics file passes ``--kill-after``.
 3. The same command again: it must resume from the last checkpoint, continuing
-   step count and learning-rate schedule, and finish.
+   step count and learning-rate schedule, and finish. Then a copy of the checkpoints
+   is damaged on purpose and ``prepare_resume`` must quarantine it.
 
-Each stage runs in its own process (NeMo spends ~50 s importing); logs, the
-metrics file and a summary JSON go to ``--out``.
+``--stage speed``: the baseline, then each trainer variant (``VARIANTS``: config
+overrides) for ``--speed-steps`` steps from the same random base, and a table of
+s/step (median after 5 steps), tokens/s, MFU (``step_tflop`` / 790 TFLOP/s), peak
+memory and loss, every row measured in this run on this machine.
+
+Each run is its own process (NeMo spends ~50 s importing); logs, metrics, profiles
+and ``summary.json`` go to ``--out``.
 """
 
 from __future__ import annotations
