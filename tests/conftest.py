@@ -34,3 +34,47 @@ def aozora_path() -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present (it lies beside the checkout only on the team's machines)")
     return path
+
+
+@pytest.fixture(scope="module")
+def model_parallel():
+    """A one-process gloo group and megatron-core's parallel state (TP = PP = 1), torn down after."""
+    import socket
+
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    made_group = not dist.is_initialized()
+    if made_group:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", world_size=1, rank=0)
+    made_mp = not parallel_state.model_parallel_is_initialized()
+    if made_mp:
+        parallel_state.initialize_model_parallel(1, 1)
+    yield
+    if made_mp:
+        parallel_state.destroy_model_parallel()
+    if made_group:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def tiny_transformer_config():
+    """``make(**overrides)`` -> a 2-layer Qwen2-like megatron ``TransformerConfig`` in float32 on CPU,
+    with every fusion that needs a GPU kernel off."""
+    import torch
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    def make(**overrides):
+        base = dict(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=64,
+                    use_cpu_initialization=True, params_dtype=torch.float32, normalization="RMSNorm",
+                    gated_linear_unit=True, add_bias_linear=False, add_qkv_bias=True,
+                    activation_func=torch.nn.functional.silu, hidden_dropout=0.0, attention_dropout=0.0,
+                    masked_softmax_fusion=False, bias_activation_fusion=False, bias_dropout_fusion=False,
+                    apply_rope_fusion=False, gradient_accumulation_fusion=False, cross_entropy_loss_fusion=False)
+        return TransformerConfig(**(base | overrides))
+
+    return make

@@ -3,37 +3,15 @@ own forward computes (loss and every trainable gradient), on a real megatron-cor
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("nemo.collections.llm", reason="needs the train extra (pip install -e '.[train]')")
 
 
-@pytest.fixture(scope="module")
-def model_parallel():
-    import torch.distributed as dist
-    from megatron.core import parallel_state
 
-    made_group = not dist.is_initialized()
-    if made_group:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29535")
-        dist.init_process_group("gloo", world_size=1, rank=0)
-    made_mp = not parallel_state.model_parallel_is_initialized()
-    if made_mp:
-        parallel_state.initialize_model_parallel(1, 1)
-    yield
-    if made_mp:
-        parallel_state.destroy_model_parallel()
-    if made_group:
-        dist.destroy_process_group()
-
-
-def _lora_gpt(peft_cls):
+def _lora_gpt(config, peft_cls):
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.transformer.transformer_config import TransformerConfig
 
     from trainer import nemo_patches
     from trainer.cpu_shims import megatron_on_cpu
@@ -41,13 +19,6 @@ def _lora_gpt(peft_cls):
 
     nemo_patches.patch_lora_without_te()
     torch.manual_seed(0)
-    config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                               ffn_hidden_size=64, use_cpu_initialization=True, params_dtype=torch.float32,
-                               normalization="RMSNorm", gated_linear_unit=True, add_bias_linear=False,
-                               add_qkv_bias=True, activation_func=torch.nn.functional.silu, hidden_dropout=0.0,
-                               attention_dropout=0.0, masked_softmax_fusion=False, bias_activation_fusion=False,
-                               bias_dropout_fusion=False, apply_rope_fusion=False,
-                               gradient_accumulation_fusion=False, cross_entropy_loss_fusion=False)
     with megatron_on_cpu():
         model = GPTModel(config=config, transformer_layer_spec=sdpa_layer_spec(config), vocab_size=128,
                          max_sequence_length=64, position_embedding_type="rope")
@@ -78,13 +49,14 @@ def _loss_and_grads(model, ids):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_lean_adapters_match_nemo_adapters(model_parallel):
+def test_lean_adapters_match_nemo_adapters(model_parallel, tiny_transformer_config):
     from nemo.collections.llm.peft.lora import LoRA
 
     from trainer.fast_lora import LeanLoRA, lean_adapter_forward
 
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
-    ref_model, lean_model = _lora_gpt(LoRA), _lora_gpt(LeanLoRA)
+    ref_model = _lora_gpt(tiny_transformer_config(), LoRA)
+    lean_model = _lora_gpt(tiny_transformer_config(), LeanLoRA)
     adapter = lean_model.decoder.layers[0].self_attention.linear_qkv.adapter
     assert adapter.forward.__func__ is lean_adapter_forward
     assert "forward" not in vars(ref_model.decoder.layers[0].self_attention.linear_qkv.adapter)

@@ -3,8 +3,6 @@ computation, alone (float64 references) and inside a real megatron-core GPTModel
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -73,41 +71,14 @@ def test_no_grad_gives_loss_only():
 megatron = pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train extra)")
 
 
-@pytest.fixture(scope="module")
-def model_parallel():
-    import torch.distributed as dist
-    from megatron.core import parallel_state
 
-    made_group = not dist.is_initialized()
-    if made_group:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29533")
-        dist.init_process_group("gloo", world_size=1, rank=0)
-    made_mp = not parallel_state.model_parallel_is_initialized()
-    if made_mp:
-        parallel_state.initialize_model_parallel(1, 1)
-    yield
-    if made_mp:
-        parallel_state.destroy_model_parallel()
-    if made_group:
-        dist.destroy_process_group()
-
-
-def _tiny_gpt(tied: bool, seed: int = 0):
+def _tiny_gpt(config, tied: bool, seed: int = 0):
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.transformer.transformer_config import TransformerConfig
 
     from trainer.cpu_shims import megatron_on_cpu
     from trainer.layers import sdpa_layer_spec
 
     torch.manual_seed(seed)
-    config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                               ffn_hidden_size=64, use_cpu_initialization=True, params_dtype=torch.float32,
-                               normalization="RMSNorm", gated_linear_unit=True, add_bias_linear=False,
-                               activation_func=torch.nn.functional.silu, hidden_dropout=0.0, attention_dropout=0.0,
-                               masked_softmax_fusion=False, bias_activation_fusion=False, bias_dropout_fusion=False,
-                               apply_rope_fusion=False, gradient_accumulation_fusion=False,
-                               cross_entropy_loss_fusion=False)
     with megatron_on_cpu():
         return GPTModel(config=config, transformer_layer_spec=sdpa_layer_spec(config),
                         vocab_size=256, max_sequence_length=64, share_embeddings_and_output_weights=tied,
@@ -137,8 +108,9 @@ def test_postprocess_signature_still_has_what_install_binds():
 
 
 @pytest.mark.parametrize("tied,frozen_output", [(True, False), (False, False), (True, True)])
-def test_same_loss_and_gradients_as_upstream_in_gpt_model(model_parallel, tied, frozen_output):
-    model = _tiny_gpt(tied)
+def test_same_loss_and_gradients_as_upstream_in_gpt_model(model_parallel, tiny_transformer_config, tied,
+                                                          frozen_output):
+    model = _tiny_gpt(tiny_transformer_config(), tied)
     if frozen_output:  # LoRA-like: the (tied) output weight frozen, the layers trained
         model.embedding.word_embeddings.weight.requires_grad_(False)
     gen = torch.Generator().manual_seed(1)
@@ -154,10 +126,10 @@ def test_same_loss_and_gradients_as_upstream_in_gpt_model(model_parallel, tied, 
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_inference_path_unchanged(model_parallel):
+def test_inference_path_unchanged(model_parallel, tiny_transformer_config):
     from trainer.cpu_shims import megatron_on_cpu
 
-    model = _tiny_gpt(True).eval()
+    model = _tiny_gpt(tiny_transformer_config(), True).eval()
     ids = torch.randint(0, 256, (1, 16))
     pos = torch.arange(16).unsqueeze(0)
     mask = torch.triu(torch.ones(16, 16, dtype=torch.bool), diagonal=1)[None, None]

@@ -4,7 +4,6 @@ SDPACoreAttention gives the outputs and gradients of megatron's own SelfAttentio
 from __future__ import annotations
 
 import inspect
-import os
 
 import pytest
 
@@ -13,25 +12,6 @@ pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train e
 
 from trainer import layers  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def model_parallel():
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    made_group = not dist.is_initialized()
-    if made_group:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29534")
-        dist.init_process_group("gloo", world_size=1, rank=0)
-    made_mp = not parallel_state.model_parallel_is_initialized()
-    if made_mp:
-        parallel_state.initialize_model_parallel(1, 1)
-    yield
-    if made_mp:
-        parallel_state.destroy_model_parallel()
-    if made_group:
-        dist.destroy_process_group()
 
 
 def _spec(config, hand_off: bool, lean: bool = True):
@@ -49,20 +29,12 @@ def _spec(config, hand_off: bool, lean: bool = True):
     return spec
 
 
-def _gpt(hand_off: bool, seed: int = 0, lean: bool = True, frozen: bool = False):
+def _gpt(config, hand_off: bool, seed: int = 0, lean: bool = True, frozen: bool = False):
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.transformer.transformer_config import TransformerConfig
 
     from trainer.cpu_shims import megatron_on_cpu
 
     torch.manual_seed(seed)
-    config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                               ffn_hidden_size=64, use_cpu_initialization=True, params_dtype=torch.float32,
-                               normalization="RMSNorm", gated_linear_unit=True, add_bias_linear=False,
-                               add_qkv_bias=True, activation_func=torch.nn.functional.silu, hidden_dropout=0.0,
-                               attention_dropout=0.0, masked_softmax_fusion=False, bias_activation_fusion=False,
-                               bias_dropout_fusion=False, apply_rope_fusion=False,
-                               gradient_accumulation_fusion=False, cross_entropy_loss_fusion=False)
     with megatron_on_cpu():
         model = GPTModel(config=config, transformer_layer_spec=_spec(config, hand_off, lean), vocab_size=128,
                          max_sequence_length=64, position_embedding_type="rope", rotary_base=10000)
@@ -92,13 +64,13 @@ def test_self_attention_signature_still_has_what_the_hand_off_reads():
     assert set(layers.SELF_ATTENTION_PARAMS) <= set(inspect.signature(SelfAttention.forward).parameters)
 
 
-def test_rope_hand_off_matches_upstream_outputs_and_gradients(model_parallel, monkeypatch):
+def test_rope_hand_off_matches_upstream_outputs_and_gradients(model_parallel, tiny_transformer_config, monkeypatch):
     ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(3))
-    ref_loss, ref_grads = _run(_gpt(hand_off=False), ids)
+    ref_loss, ref_grads = _run(_gpt(tiny_transformer_config(), hand_off=False), ids)
     calls = []
     monkeypatch.setattr(layers, "apply_rope", lambda t, f: calls.append(t.shape) or
                         layers._apply_rotary_pos_emb_bshd(t, f))
-    model = _gpt(hand_off=True)
+    model = _gpt(tiny_transformer_config(), hand_off=True)
     assert isinstance(model.decoder.layers[0].self_attention, layers.RopeInCoreSelfAttention)
     loss, grads = _run(model, ids)
     assert len(calls) == 2 * 2  # query and key of each of the 2 layers, applied once each
@@ -109,9 +81,10 @@ def test_rope_hand_off_matches_upstream_outputs_and_gradients(model_parallel, mo
 
 
 @pytest.mark.parametrize("frozen", [False, True])
-def test_lean_linears_match_upstream_linears(model_parallel, frozen):
+def test_lean_linears_match_upstream_linears(model_parallel, tiny_transformer_config, frozen):
     ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(4))
-    ref_model, model = _gpt(True, lean=False, frozen=frozen), _gpt(True, lean=True, frozen=frozen)
+    ref_model = _gpt(tiny_transformer_config(), True, lean=False, frozen=frozen)
+    model = _gpt(tiny_transformer_config(), True, lean=True, frozen=frozen)
     layer = model.decoder.layers[0]
     assert isinstance(layer.self_attention.linear_qkv, layers.LeanColumnParallelLinear)
     assert isinstance(layer.mlp.linear_fc2, layers.LeanRowParallelLinear)
@@ -125,8 +98,8 @@ def test_lean_linears_match_upstream_linears(model_parallel, frozen):
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_rope_is_not_handed_off_when_core_attention_is_recomputed(model_parallel):
-    model = _gpt(hand_off=True)
+def test_rope_is_not_handed_off_when_core_attention_is_recomputed(model_parallel, tiny_transformer_config):
+    model = _gpt(tiny_transformer_config(), hand_off=True)
     attention = model.decoder.layers[0].self_attention
     attention.checkpoint_core_attention = True
     assert not attention._can_hand_off({"rotary_pos_emb": torch.zeros(1)})
