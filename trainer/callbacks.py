@@ -151,8 +151,14 @@ class Profile(Callback):
         events = prof.key_averages()
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         gpu_us = sum(e.time_range.elapsed_us() for e in kernels)
+        syncs = [e for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize")]
+        sync_n = sum(e.count for e in syncs)
+        sync_us = sum(e.self_cpu_time_total for e in syncs)
+        host_us = sum(e.self_cpu_time_total for e in events)
         lines = [f"steps {self.start}..{self.end - 1}: wall {wall / steps:.4f} s/step, "
-                 f"GPU kernels {gpu_us / 1e6 / steps:.4f} s/step ({gpu_us / 1e6 / wall:.0%} busy)", ""]
+                 f"GPU kernels {gpu_us / 1e6 / steps:.4f} s/step ({gpu_us / 1e6 / wall:.0%} busy), "
+                 f"host {host_us / 1e6 / steps:.4f} s/step, {sync_n / steps:.0f} host-device syncs/step "
+                 f"waiting {sync_us / 1e3 / steps:.1f} ms/step", ""]
         for key in ("self_device_time_total", "self_cpu_time_total"):
             try:
                 lines.append(events.table(sort_by=key, row_limit=40))
