@@ -154,12 +154,9 @@ class SDPACoreAttention(DotProductAttention):
 
 
 def sdpa_layer_spec(config):
-    """megatron-core's local (no TE) GPT layer spec with :class:`SDPACoreAttention`
-    and :class:`RopeInCoreSelfAttention`."""
-    spec = get_gpt_layer_local_spec(
-        num_experts=config.num_moe_experts, moe_grouped_gemm=config.moe_grouped_gemm,
-        qk_layernorm=config.qk_layernorm, normalization=config.normalization,
-    )
+    """megatron-core's local (no TE) GPT layer spec with :class:`SDPACoreAttention`,
+    :class:`RopeInCoreSelfAttention` and the lean linear layers."""
+    spec = local_layer_spec(config)
     attention, mlp = spec.submodules.self_attention, spec.submodules.mlp
     attention.module = RopeInCoreSelfAttention
     attention.submodules.core_attention = SDPACoreAttention

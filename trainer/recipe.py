@@ -101,12 +101,11 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from megatron.core.optimizer import OptimizerConfig
 
     from trainer import nemo_patches
-    from trainer.callbacks import MetricsFile, Preflight
+    from trainer import grad_norm
+    from trainer.callbacks import MetricsFile, Preflight, Profile
     from trainer.data import build_data_module, nemo_tokenizer
 
     nemo_patches.patch_lora_without_te()
-    from trainer import grad_norm
-
     grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
     preset, train, valid = check_run_inputs(cfg, tok)
     run = Run(cfg, preset, tok, train, valid)
@@ -144,8 +143,6 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
                  Preflight(s.preflight_batches, preset.vocab_size, expect_trained=not cfg.model.from_scratch)]
     if cfg.logging.profile_steps:
-        from trainer.callbacks import Profile
-
         callbacks.append(Profile(*cfg.logging.profile_steps, out_dir=run_dir))
     if s.early_stopping.patience is not None:
         from lightning.pytorch.callbacks import EarlyStopping

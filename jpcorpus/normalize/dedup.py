@@ -233,6 +233,7 @@ class NearDedup(Deduplicator):
         self._a = rng.integers(1, 2**32, size=num_perm, dtype=np.uint32) | np.uint32(1)
         self._b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
         self._salt = mix64(np.arange(1, self.num_bands + 1, dtype=np.uint64))
+        self._num_perm = num_perm
         self._min_equal = math.ceil(self.threshold * num_perm - 1e-9)
         self._seen = FingerprintMap() if self.verify else FingerprintTable()
         self._signatures = array("H")  # with verify: 16 bits of each MinHash value, kept documents in order
@@ -319,7 +320,7 @@ class NearDedup(Deduplicator):
             for key in keys:
                 self._seen.add(key)
             return True
-        num_perm = self.num_bands * self.rows_per_band
+        num_perm = self._num_perm
         signature = fingerprint[self.num_bands:].view(np.uint16)[:num_perm]
         owners = {owner for key in keys if (owner := self._seen.get(key)) is not None}
         for owner in sorted(owners):
