@@ -160,6 +160,9 @@ VARIANTS = {
     "fused-mb8-rcmlp": ["schedule.micro_batch_size=8", "model.recompute=[mlp]"],
     "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]", "model.loss_chunk_tokens=2048"],
     "upstream-lora-mb8": ["schedule.micro_batch_size=8", "model.fused_loss=false", "peft.lean_adapters=false"],
+    "graphs-mb4": ["schedule.micro_batch_size=4", "model.cuda_graphs=true"],
+    "graphs-mb8": ["schedule.micro_batch_size=8", "model.cuda_graphs=true"],
+    "graphs-mb8-c2048": ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048", "model.cuda_graphs=true"],
     "full-mb4": ["peft.method=none", "schedule.micro_batch_size=4"],
     "full-mb8-rcmlp": ["peft.method=none", "schedule.micro_batch_size=8", "model.recompute=[mlp]"],
 }

@@ -106,3 +106,19 @@ def test_rope_is_not_handed_off_when_core_attention_is_recomputed(model_parallel
     attention.checkpoint_core_attention = False
     assert attention._can_hand_off({"rotary_pos_emb": torch.zeros(1)})
     assert not attention._can_hand_off({"rotary_pos_emb": None})
+
+
+def test_cuda_graphs_cover_training_passes_only(model_parallel, tiny_transformer_config):
+    """Upstream graphs no-grad passes too (the preflight validation then recorded forward-only
+    graphs that training replayed); TrainGraphsTransformerLayer runs those eagerly."""
+    from megatron.core.transformer.transformer_layer import TransformerLayer
+
+    layer = _gpt(tiny_transformer_config(), hand_off=True).decoder.layers[0]
+    assert isinstance(layer, layers.TrainGraphsTransformerLayer)
+    assert not layer._should_call_local_cudagraph(inference_context=None)  # no manager: graphs off
+    layer.cudagraph_manager = object()  # what GraphableMegatronModule sets for cuda_graph_impl="local"
+    assert layer._should_call_local_cudagraph(inference_context=None)
+    with torch.no_grad():
+        assert not layer._should_call_local_cudagraph(inference_context=None)
+        # If this fails, upstream stopped graphing no-grad passes: the subclass can go.
+        assert TransformerLayer._should_call_local_cudagraph(layer, inference_context=None)

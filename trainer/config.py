@@ -52,6 +52,10 @@ class ModelConfig:
     """Activation recomputation (megatron-core's selective recompute) of these modules:
     ``mlp``, ``core_attn``, ``layernorm``; e.g. ``[mlp]`` trades ~15% more matrix work
     for most of the activation memory. None: keep all activations."""
+    cuda_graphs: bool = False
+    """GPU only: capture each transformer layer's forward and backward once as CUDA graphs
+    and replay them (megatron-core's own graphs, ``trainer/cuda_graphs.py``), so the host
+    no longer launches every kernel. Excludes ``recompute``."""
 
 
 @dataclass
@@ -189,6 +193,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("model.loss_chunk_tokens", m.loss_chunk_tokens > 0, f"{m.loss_chunk_tokens} must be positive"),
         ("model.recompute", not m.recompute or set(m.recompute) <= {"mlp", "core_attn", "layernorm"},
          f"{m.recompute} must be a subset of mlp, core_attn, layernorm"),
+        ("model.cuda_graphs", not (m.cuda_graphs and m.recompute),
+         f"CUDA graphs exclude activation recompute (model.recompute={m.recompute}); drop one of them"),
         ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
         ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
         ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),

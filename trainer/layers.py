@@ -17,6 +17,13 @@
   (``_apply_rotary_pos_emb_bshd``) through ``torch.compile`` on CUDA: the same
   arithmetic in one kernel forward and one backward.
 
+* megatron-core's local CUDA graphs (``model.cuda_graphs``, ``trainer/cuda_graphs.py``)
+  also graph passes without autograd, and NeMo's preflight validation runs before the
+  first training step: the layers then recorded forward-only graphs, which the
+  training step replayed and whose backward failed on one H100 ("Tried replaying bwd
+  cudagraph before calling 'create_bwd_cudagraph'"). :class:`TrainGraphsTransformerLayer`
+  graphs only passes with autograd on; validation and generation run eagerly.
+
 :func:`sdpa_layer_spec` is megatron-core's local layer spec with all of these.
 ``tests/test_trainer_layers.py`` checks outputs and gradients against the unmodified
 local spec and fails if the upstream signatures these rely on change.
@@ -36,6 +43,7 @@ from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.transformer_layer import TransformerLayer
 
 # SelfAttention.forward parameters (megatron-core 0.15.3) that decide whether the hand-off is safe.
 SELF_ATTENTION_PARAMS = ("hidden_states", "attention_mask", "inference_context", "rotary_pos_emb",
@@ -153,10 +161,20 @@ class SDPACoreAttention(DotProductAttention):
         return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
 
+class TrainGraphsTransformerLayer(TransformerLayer):
+    """TransformerLayer whose CUDA graphs (when the config asks for local ones) cover
+    training passes only; passes without autograd run eagerly."""
+
+    def _should_call_local_cudagraph(self, *args, **kwargs):
+        return torch.is_grad_enabled() and super()._should_call_local_cudagraph(*args, **kwargs)
+
+
 def sdpa_layer_spec(config):
     """megatron-core's local (no TE) GPT layer spec with :class:`SDPACoreAttention`,
-    :class:`RopeInCoreSelfAttention` and the lean linear layers."""
+    :class:`RopeInCoreSelfAttention`, the lean linear layers and
+    :class:`TrainGraphsTransformerLayer`."""
     spec = local_layer_spec(config)
+    spec.module = TrainGraphsTransformerLayer
     attention, mlp = spec.submodules.self_attention, spec.submodules.mlp
     attention.module = RopeInCoreSelfAttention
     attention.submodules.core_attention = SDPACoreAttention

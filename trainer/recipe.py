@@ -90,6 +90,10 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
     if cfg.model.recompute:
         config.recompute_granularity = "selective"
         config.recompute_modules = list(cfg.model.recompute)
+    if cfg.model.cuda_graphs:
+        from trainer import cuda_graphs
+
+        cuda_graphs.enable(config)
     return config
 
 
@@ -106,6 +110,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from trainer.data import build_data_module, nemo_tokenizer
 
     nemo_patches.patch_lora_without_te()
+    if cfg.model.cuda_graphs and accelerator == "gpu":
+        from trainer import cuda_graphs
+
+        cuda_graphs.install_graph_safe_rng()  # before NeMo creates megatron's RNG tracker
     grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
     preset, train, valid = check_run_inputs(cfg, tok)
     run = Run(cfg, preset, tok, train, valid)
@@ -214,6 +222,7 @@ def plan(run: Run) -> dict:
                  if cfg.model.fused_loss else "megatron-core's (full logits)"),
         "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
                   else "all activations kept",
+        "launch": "per-layer CUDA graphs" if cfg.model.cuda_graphs else "eager",
         "tokens per step": tokens_per_step,
         "micro batches per step": s.global_batch_size // s.micro_batch_size,
         "steps": s.max_steps,
