@@ -165,6 +165,7 @@ VARIANTS = {
     "graphs-mb8-c2048": ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048", "model.cuda_graphs=true"],
     "full-mb4": ["peft.method=none", "schedule.micro_batch_size=4"],
     "full-mb8-rcmlp": ["peft.method=none", "schedule.micro_batch_size=8", "model.recompute=[mlp]"],
+    "full-mb4-graphs": ["peft.method=none", "schedule.micro_batch_size=4", "model.cuda_graphs=true"],
 }
 
 

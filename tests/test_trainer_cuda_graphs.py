@@ -72,8 +72,10 @@ def test_nemo_creates_its_tracker_through_the_module_attribute():
 
 def test_cuda_graphs_and_recompute_exclude_each_other():
     with pytest.raises(ValueError, match=r"model.cuda_graphs: CUDA graphs exclude activation recompute"):
-        load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.cuda_graphs=true",
-                             "model.recompute=[mlp]"])
+        load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.recompute=[mlp]"])
+    cfg = load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.recompute=[mlp]",
+                               "model.cuda_graphs=false"])
+    assert cfg.model.recompute == ["mlp"] and cfg.model.cuda_graphs is False
 
 
 def test_model_config_asks_megatron_for_local_graphs():
@@ -82,6 +84,6 @@ def test_model_config_asks_megatron_for_local_graphs():
     from trainer.recipe import nemo_model_config
 
     on = load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.cuda_graphs=true"])
-    off = load_config(CONFIG, ["model.base=null", "model.from_scratch=true"])
+    off = load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.cuda_graphs=false"])
     assert nemo_model_config(get_preset("tiny"), on).cuda_graph_impl == "local"
     assert nemo_model_config(get_preset("tiny"), off).cuda_graph_impl == "none"

@@ -52,10 +52,11 @@ class ModelConfig:
     """Activation recomputation (megatron-core's selective recompute) of these modules:
     ``mlp``, ``core_attn``, ``layernorm``; e.g. ``[mlp]`` trades ~15% more matrix work
     for most of the activation memory. None: keep all activations."""
-    cuda_graphs: bool = False
+    cuda_graphs: bool = True
     """GPU only: capture each transformer layer's forward and backward once as CUDA graphs
     and replay them (megatron-core's own graphs, ``trainer/cuda_graphs.py``), so the host
-    no longer launches every kernel. Excludes ``recompute``."""
+    no longer launches every kernel (~2x faster LoRA steps on one H100). Excludes
+    ``recompute``: set this to false to use it."""
 
 
 @dataclass
@@ -194,7 +195,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("model.recompute", not m.recompute or set(m.recompute) <= {"mlp", "core_attn", "layernorm"},
          f"{m.recompute} must be a subset of mlp, core_attn, layernorm"),
         ("model.cuda_graphs", not (m.cuda_graphs and m.recompute),
-         f"CUDA graphs exclude activation recompute (model.recompute={m.recompute}); drop one of them"),
+         f"CUDA graphs exclude activation recompute (model.recompute={m.recompute}); "
+         "set model.cuda_graphs=false to recompute, or model.recompute=null"),
         ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
         ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
         ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),
