@@ -110,3 +110,30 @@ def test_near_dedup_memory_counts_the_signatures():
     for text in KEEP[:10]:
         d.check(d.fingerprint(text))
     assert d.memory_bytes() - before == 10 * 112 * 2  # 16 bits of each of 112 MinHash values
+
+
+def test_chunks_step_by_step_equal_documents_one_by_one():
+    """process_chunk (each step over the chunk) gives process_document's verdicts and counts."""
+    from jpcorpus.document import Document
+    from jpcorpus.normalize.profiles import build_steps, load_profile
+
+    texts = [json.loads(line)["text"] for line in LABELLED.read_text(encoding="utf-8").splitlines()]
+    assert len(texts) >= 20
+    steps, _ = build_steps(load_profile("default"))
+    one_counts, chunk_counts = pipeline._new_counts(steps), pipeline._new_counts(steps)
+    one = [pipeline.process_document(Document(t), steps, one_counts) for t in texts]
+    chunked = pipeline.process_chunk([Document(t) for t in texts], steps, chunk_counts)
+    as_plain = lambda results: [(r[0], r[1].text, *r[2:]) for r in results]  # noqa: E731
+    assert as_plain(chunked) == as_plain(one)
+    assert {r[0] for r in one} == {"keep", "drop"} and len({r[2] for r in one if r[0] == "drop"}) > 3
+    assert [vars(c) for c in chunk_counts] == [vars(c) for c in one_counts]
+
+
+def test_chunks_are_bounded_in_documents_and_characters(monkeypatch):
+    from jpcorpus.document import Document
+
+    monkeypatch.setattr(pipeline, "CHUNK_DOCS", 3)
+    monkeypatch.setattr(pipeline, "CHUNK_CHARS", 10)
+    docs = [Document(t) for t in ["ab", "cd", "ef", "gh", "0123456789abc", "x", "yyyyyyyy", "zz"]]
+    sizes = [[d.text for d in chunk] for chunk in pipeline._chunks(docs)]
+    assert sizes == [["ab", "cd", "ef"], ["gh"], ["0123456789abc"], ["x", "yyyyyyyy"], ["zz"]]

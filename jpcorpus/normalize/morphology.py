@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from jpcorpus.document import Document
+from jpcorpus.normalize.charstats import CACHE_TEXTS
 from jpcorpus.normalize.steps import Filter, FilterResult
 
 SUDACHI_MAX_BYTES = 49_149
@@ -116,7 +117,7 @@ def _ids(morphemes) -> tuple[np.ndarray, np.ndarray, list]:
             np.fromiter(map(_WORD_ID, ms), dtype=np.int64, count=len(ms)), ms)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=CACHE_TEXTS)
 def analyze(text: str, mode: str = "C") -> Analysis:
     """Tokenize ``text`` with Sudachi (in pieces if long) and keep word classes and ids.
 
@@ -160,6 +161,11 @@ def analyze(text: str, mode: str = "C") -> Analysis:
     classes, flags = classes[words], flags[words]
     counts = tuple(np.bincount(classes, minlength=OTHER + 1).tolist())
     return Analysis(classes, ids[words], flags, counts, int(flags.sum()))
+
+
+def clear_caches() -> None:
+    """Drop the cached analyses (the pipeline does after each chunk of documents)."""
+    analyze.cache_clear()
 
 
 class _MorphologyFilter(Filter):

@@ -6,7 +6,9 @@
                 -> (main, input order) exact_dedup -> near_dedup -> output / rejects
 
 Each worker process builds the profile's steps once (Sudachi is created on
-first use in that process) and handles whole batches; the main process keeps
+first use in that process) and handles whole batches, a chunk of documents at a
+time: each step runs over the chunk before the next step starts (see
+:func:`process_chunk`). The main process keeps
 at most ``2 x workers`` batches in flight, so memory stays flat whatever the
 input size. Results come back in input order and deduplication runs on them
 in the main process, so the output is byte-identical for every ``--workers``.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from jpcorpus.document import Document
+from jpcorpus.normalize import charstats, morphology
 from jpcorpus.normalize.output import AtomicJsonlWriter
 from jpcorpus.normalize.profiles import build_steps, load_profile
 from jpcorpus.normalize.report import RunReport, StepCount
@@ -32,6 +35,8 @@ from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_document
 
 BATCH_DOCS = 256
 BATCH_CHARS = 1 << 18  # ~0.75 MB of Japanese per batch: big enough to amortise pickling
+CHUNK_DOCS = charstats.CACHE_TEXTS  # documents that go through the steps together
+CHUNK_CHARS = 1 << 14  # long documents go one at a time: their arrays fill the CPU caches alone
 
 _STEPS: list = []
 _DEDUPS: list = []
@@ -64,6 +69,60 @@ def process_document(doc: Document, steps: list, counts: list[StepCount]) -> tup
     return ("keep", doc)
 
 
+def process_chunk(docs: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
+    """:func:`process_document` for each of ``docs``, with the loops turned round.
+
+    Each step runs over every document still in the chunk before the next step
+    starts: Sudachi tokenizes the chunk's documents back to back, and each
+    numpy-heavy filter runs on warm CPU caches. On Wikinews (~830 characters a
+    document) the per-document steps took 1.15-1.22x less CPU time this way
+    (median of 15 interleaved pairs, ``bench/normalize_order.py``); on books, where a
+    chunk is one or two works, the same (1.04x). Verdicts, reasons and counts are
+    those of :func:`process_document` (integer sums; a test compares the two).
+    The per-text caches must hold a chunk (``charstats.CACHE_TEXTS``).
+    """
+    results: list = [None] * len(docs)
+    alive = list(range(len(docs)))
+    for step, count in zip(steps, counts):
+        formatter = isinstance(step, Formatter)
+        still = []
+        for i in alive:
+            doc = docs[i]
+            count.saw(doc.text)
+            if formatter:
+                text = step.format(doc.text)
+                count.docs_changed += text != doc.text
+                count.chars_out += len(text)
+                doc.text = text
+                still.append(i)
+                continue
+            verdict = step.filter(doc)
+            if verdict is True:
+                still.append(i)
+                continue
+            reason = verdict[1] if isinstance(verdict, tuple) else step.name
+            count.dropped(reason, len(doc.text))
+            results[i] = ("drop", doc, step.name, reason)
+        alive = still
+    for i in alive:
+        results[i] = ("keep", docs[i])
+    return results
+
+
+def _chunks(docs: list[Document]) -> Iterator[list[Document]]:
+    """Consecutive runs of at most CHUNK_DOCS documents and (unless one alone) CHUNK_CHARS characters."""
+    chunk: list[Document] = []
+    chars = 0
+    for doc in docs:
+        if chunk and (len(chunk) >= CHUNK_DOCS or chars + len(doc.text) > CHUNK_CHARS):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(doc)
+        chars += len(doc.text)
+    if chunk:
+        yield chunk
+
+
 def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     """Per-document steps on each document, then the dedup fingerprints of the kept ones, batch-wide.
 
@@ -72,13 +131,23 @@ def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     is then a handful of array operations instead of a few dozen per text.
     """
     counts = _new_counts(_STEPS)
-    results = [item if isinstance(item, tuple) else process_document(item, _STEPS, counts) for item in batch]
+    docs = [item for item in batch if not isinstance(item, tuple)]
+    done = iter([result for chunk in _chunks(docs) for result in _run_chunk(chunk, counts)])
+    results = [item if isinstance(item, tuple) else next(done) for item in batch]
     kept = [i for i, item in enumerate(results) if item[0] == "keep"]
     texts = [results[i][1].text for i in kept]
     per_dedup = [d.fingerprints(texts) for d in _DEDUPS]
     for k, i in enumerate(kept):
         results[i] = ("keep", results[i][1], [fingerprints[k] for fingerprints in per_dedup])
     return results, counts
+
+
+def _run_chunk(chunk: list[Document], counts: list[StepCount]) -> list[tuple]:
+    try:
+        return process_chunk(chunk, _STEPS, counts)
+    finally:
+        charstats.clear_caches()
+        morphology.clear_caches()
 
 
 def _batches(paths: list[Path], read_options: dict, stats: ReadStats) -> Iterator[list]:
