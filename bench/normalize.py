@@ -8,6 +8,9 @@ writes them to a temporary uncompressed JSONL, then in this one run measures:
 
 - raw SudachiPy: one tokenizer (mode C), every document tokenized in pieces
   under Sudachi's 49,149-byte limit, nothing else (dictionary load not timed);
+- the same plus reading every morpheme's part-of-speech id and word id through
+  SudachiPy's Python objects: the ceiling of any profile whose filters look at
+  every word (the default one does);
 - the whole default profile through ``run_normalize`` at each ``--workers``
   value, each in a fresh process (pool start and dictionary loads included),
   with the peak RSS of the main process and of the largest worker;
@@ -54,16 +57,28 @@ def make_slice(source: Path, limit_mb: float, dest: Path) -> tuple[int, int]:
     return docs, size
 
 
-def raw_sudachi(path: Path) -> float:
-    """Seconds for SudachiPy (mode C) alone to tokenize every text of ``path``."""
+def raw_sudachi(path: Path, read_ids: bool = False) -> float:
+    """Seconds for SudachiPy (mode C) alone to tokenize every text of ``path``.
+
+    ``read_ids``: also read each morpheme's part-of-speech id and word id, as
+    ``morphology._ids`` does: the least any filter that looks at every word pays.
+    """
+    import numpy as np
+    from sudachipy import Morpheme
+
     from jpcorpus.normalize.morphology import _tokenizer, split_for_sudachi
 
     tokenizer = _tokenizer("C")
+    pos_id, word_id = Morpheme.part_of_speech_id, Morpheme.word_id
     texts = [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
     started = time.perf_counter()
     for text in texts:
         for piece in split_for_sudachi(text):
-            tokenizer.tokenize(piece)
+            morphemes = tokenizer.tokenize(piece)
+            if read_ids:
+                ms = list(morphemes)
+                np.fromiter(map(pos_id, ms), dtype=np.int64, count=len(ms))
+                np.fromiter(map(word_id, ms), dtype=np.int64, count=len(ms))
     return time.perf_counter() - started
 
 
@@ -106,9 +121,10 @@ def main() -> None:
         mb = size / 1e6
         load_before = os.getloadavg()
         worker_counts = list(map(int, args.workers.split(",")))
-        raws, runs = [], {w: [] for w in worker_counts}
+        raws, with_ids, runs = [], [], {w: [] for w in worker_counts}
         for _ in range(args.repeat):  # interleaved, so that a busy minute hits every measurement alike
             raws.append(mb / raw_sudachi(full))
+            with_ids.append(mb / raw_sudachi(full, read_ids=True))
             for workers in worker_counts:
                 runs[workers].append(measure(full, workers))
         raw = max(raws)
@@ -120,6 +136,8 @@ def main() -> None:
               "| peak RSS at 1/4 slice (MB) |")
         print("|---|---|---|---|---|---|")
         print(f"| raw SudachiPy, mode C, 1 process | {raw:.2f}; {_all(raws)} | 1.00 | - | - | - |")
+        print(f"| raw SudachiPy + reading every morpheme's POS and word id | {max(with_ids):.2f}; {_all(with_ids)} "
+              f"| {max(with_ids) / raw:.2f} | - | - | - |")
         for workers in worker_counts:
             rates = [mb / r["seconds"] for r in runs[workers]]
             r = runs[workers][rates.index(max(rates))]
