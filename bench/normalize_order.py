@@ -49,9 +49,7 @@ def chunked(texts: list[str], steps: list) -> list:
     counts = pipeline._new_counts(steps)
     out = []
     for chunk in pipeline._chunks([Document(t) for t in texts]):
-        out += pipeline.process_chunk(chunk, steps, counts)
-        charstats.clear_caches()
-        morphology.clear_caches()
+        out += pipeline.run_chunk(chunk, steps, counts)
     return out
 
 

@@ -3,7 +3,7 @@
 A LoRA step of Qwen2.5-0.5B at micro batch 8 launches ~5,000 kernels per step; on one
 H100 the host needed about as long to launch them (~0.45 s) as the GPU needed to run
 them (~0.43 s), so the step ran at host speed and varied with the host's CPU
-(0.49-0.58 s/step for the same command on different days). A CUDA graph replays a
+(0.49-0.58 s/step for the same command on different machines). A CUDA graph replays a
 whole transformer layer's forward (or backward) as one launch.
 
 megatron-core 0.15 has this built in (``cuda_graph_impl="local"``:

@@ -54,19 +54,26 @@ def _new_counts(steps: Iterable) -> list[StepCount]:
 def process_document(doc: Document, steps: list, counts: list[StepCount]) -> tuple:
     """Run the per-document steps on ``doc``: ``("keep", doc)`` or ``("drop", doc, step, reason)``."""
     for step, count in zip(steps, counts):
-        count.saw(doc.text)
-        if isinstance(step, Formatter):
-            text = step.format(doc.text)
-            count.docs_changed += text != doc.text
-            count.chars_out += len(text)
-            doc.text = text
-            continue
-        verdict = step.filter(doc)
-        if verdict is not True:
-            reason = verdict[1] if isinstance(verdict, tuple) else step.name
-            count.dropped(reason, len(doc.text))
-            return ("drop", doc, step.name, reason)
+        if dropped := _apply(step, count, doc):
+            return dropped
     return ("keep", doc)
+
+
+def _apply(step, count: StepCount, doc: Document) -> tuple | None:
+    """One step on ``doc`` (a formatter rewrites ``doc.text``): None, or the drop record."""
+    count.saw(doc.text)
+    if isinstance(step, Formatter):
+        text = step.format(doc.text)
+        count.docs_changed += text != doc.text
+        count.chars_out += len(text)
+        doc.text = text
+        return None
+    verdict = step.filter(doc)
+    if verdict is True:
+        return None
+    reason = verdict[1] if isinstance(verdict, tuple) else step.name
+    count.dropped(reason, len(doc.text))
+    return ("drop", doc, step.name, reason)
 
 
 def process_chunk(docs: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
@@ -84,25 +91,12 @@ def process_chunk(docs: list[Document], steps: list, counts: list[StepCount]) ->
     results: list = [None] * len(docs)
     alive = list(range(len(docs)))
     for step, count in zip(steps, counts):
-        formatter = isinstance(step, Formatter)
         still = []
         for i in alive:
-            doc = docs[i]
-            count.saw(doc.text)
-            if formatter:
-                text = step.format(doc.text)
-                count.docs_changed += text != doc.text
-                count.chars_out += len(text)
-                doc.text = text
+            if dropped := _apply(step, count, docs[i]):
+                results[i] = dropped
+            else:
                 still.append(i)
-                continue
-            verdict = step.filter(doc)
-            if verdict is True:
-                still.append(i)
-                continue
-            reason = verdict[1] if isinstance(verdict, tuple) else step.name
-            count.dropped(reason, len(doc.text))
-            results[i] = ("drop", doc, step.name, reason)
         alive = still
     for i in alive:
         results[i] = ("keep", docs[i])
@@ -132,7 +126,7 @@ def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     """
     counts = _new_counts(_STEPS)
     docs = [item for item in batch if not isinstance(item, tuple)]
-    done = iter([result for chunk in _chunks(docs) for result in _run_chunk(chunk, counts)])
+    done = iter([result for chunk in _chunks(docs) for result in run_chunk(chunk, _STEPS, counts)])
     results = [item if isinstance(item, tuple) else next(done) for item in batch]
     kept = [i for i, item in enumerate(results) if item[0] == "keep"]
     texts = [results[i][1].text for i in kept]
@@ -142,9 +136,10 @@ def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     return results, counts
 
 
-def _run_chunk(chunk: list[Document], counts: list[StepCount]) -> list[tuple]:
+def run_chunk(chunk: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
+    """:func:`process_chunk`, then the per-text caches emptied for the next chunk."""
     try:
-        return process_chunk(chunk, _STEPS, counts)
+        return process_chunk(chunk, steps, counts)
     finally:
         charstats.clear_caches()
         morphology.clear_caches()
