@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -35,6 +34,7 @@ from jpcorpus.indexed_dataset import bin_path, idx_path, optimal_dtype
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
 from jpcorpus.sidecar import SCHEMA, file_sha256, write_sidecar
 from jpcorpus.split_writer import SplitWriter
+from jpcorpus.workers import ignore_sigint, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,10 @@ def _init_worker(spec: str, eod_token: str | None, dtype_name: str) -> None:
     _WORKER_DTYPE = np.dtype(dtype_name)
 
 
-def _tokenize_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of every text with the end-of-document id appended, concatenated."""
-    return encode_with_eod(_WORKER_TOKENIZER, texts, _WORKER_DTYPE)
+def _tokenize_batch(batch: tuple[list[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In a worker: (tokens, lengths) of a batch's texts, and its splits passed through."""
+    texts, splits = batch
+    return (*encode_with_eod(_WORKER_TOKENIZER, texts, _WORKER_DTYPE), splits)
 
 
 def encode_with_eod(tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -173,16 +174,8 @@ def _tokenized(batches: Iterator, opts: BinarizeOptions, tokenizer, dtype: np.dt
         for texts, splits in batches:
             yield (*encode_with_eod(tokenizer, texts, dtype), splits)
         return
-    with _worker_pool(opts, tokenizer, dtype) as pool:
-        pending: deque = deque()
-        for texts, splits in batches:
-            pending.append((pool.apply_async(_tokenize_batch, (texts,)), splits))
-            if len(pending) >= 2 * opts.workers:  # backpressure: bounded memory
-                result, s = pending.popleft()
-                yield (*result.get(), s)
-        while pending:
-            result, s = pending.popleft()
-            yield (*result.get(), s)
+    # At most 2 batches a worker in flight: bounded memory, workers never idle.
+    yield from ordered_map(_worker_pool(opts, tokenizer, dtype), _tokenize_batch, batches, ahead=2 * opts.workers)
 
 
 def _worker_pool(opts: BinarizeOptions, tokenizer, dtype: np.dtype):
@@ -196,9 +189,9 @@ def _worker_pool(opts: BinarizeOptions, tokenizer, dtype: np.dtype):
     global _WORKER_TOKENIZER, _WORKER_DTYPE
     if "fork" in multiprocessing.get_all_start_methods():
         _WORKER_TOKENIZER, _WORKER_DTYPE = tokenizer, dtype
-        return multiprocessing.get_context("fork").Pool(opts.workers)
+        return multiprocessing.get_context("fork").Pool(opts.workers, ignore_sigint)
     return multiprocessing.get_context("spawn").Pool(
-        opts.workers, _init_worker, (opts.tokenizer, opts.eod_token, dtype.name))
+        opts.workers, ignore_sigint, (_init_worker, opts.tokenizer, opts.eod_token, dtype.name))
 
 
 def binarize(opts: BinarizeOptions) -> BinarizeResult:

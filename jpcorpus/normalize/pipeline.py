@@ -20,7 +20,6 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,6 +31,7 @@ from jpcorpus.normalize.profiles import build_steps, load_profile
 from jpcorpus.normalize.report import RunReport, StepCount
 from jpcorpus.normalize.steps import Formatter
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
+from jpcorpus.workers import ignore_sigint, ordered_map
 
 BATCH_DOCS = 256
 BATCH_CHARS = 1 << 18  # ~0.75 MB of Japanese per batch: big enough to amortise pickling
@@ -173,14 +173,8 @@ def _results(batches: Iterator[list], profile: dict, workers: int) -> Iterator[t
         yield from map(_process_batch, batches)
         return
     context = multiprocessing.get_context("spawn")  # no forked Sudachi or file handles
-    with context.Pool(workers, _init_worker, (profile,)) as pool:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.apply_async(_process_batch, (batch,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    pool = context.Pool(workers, ignore_sigint, (_init_worker, profile))
+    yield from ordered_map(pool, _process_batch, batches, ahead=2 * workers)
 
 
 def run_normalize(
