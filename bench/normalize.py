@@ -61,7 +61,7 @@ def raw_sudachi(path: Path, read_ids: bool = False) -> float:
     """Seconds for SudachiPy (mode C) alone to tokenize every text of ``path``.
 
     ``read_ids``: also read each morpheme's part-of-speech id and word id, as
-    ``morphology._ids`` does: the least any filter that looks at every word pays.
+    ``morphology.analyze_many`` does: the least any filter that looks at every word pays.
     """
     import numpy as np
     from sudachipy import Morpheme

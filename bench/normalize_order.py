@@ -1,11 +1,12 @@
-"""Per-document steps of the default profile: one document at a time vs a chunk per step.
+"""Per-document steps of the default profile: one document at a time vs step by step over a batch.
 
     python bench/normalize_order.py --input ../shared/corpus/wikinews_ja.jsonl.gz --docs 300 --pairs 15
     python bench/normalize_order.py --input ../shared/corpus/aozora_bench_100mb.jsonl.gz --docs 12 --pairs 9
 
 Runs the same documents through ``pipeline.process_document`` (each document through
-every step, the order before chunking) and through the pipeline's chunks
-(``pipeline.process_chunk``: each step over a chunk), alternating A/B, B/A in the same
+every step, the order before chunking) and through the pipeline's order
+(``pipeline.process_docs``: each step over a chunk, the Sudachi steps over the
+whole batch), alternating A/B, B/A in the same
 process, and prints the CPU seconds of each pair and the median of the per-pair
 ratios. On a machine whose speed drifts from minute to minute (a shared VM),
 adjacent short rounds compare better than whole runs minutes apart. Deduplication,
@@ -46,11 +47,16 @@ def one_at_a_time(texts: list[str], steps: list) -> list:
 
 
 def chunked(texts: list[str], steps: list) -> list:
+    """The pipeline's order, on batches cut as ``pipeline._batches`` cuts them."""
     counts = pipeline._new_counts(steps)
-    out = []
-    for chunk in pipeline._chunks([Document(t) for t in texts]):
-        out += pipeline.run_chunk(chunk, steps, counts)
-    return out
+    out, batch, chars = [], [], 0
+    for text in texts:
+        batch.append(Document(text))
+        chars += len(text)
+        if len(batch) >= pipeline.BATCH_DOCS or chars >= pipeline.BATCH_CHARS:
+            out += pipeline.process_docs(batch, steps, counts)
+            batch, chars = [], 0
+    return out + (pipeline.process_docs(batch, steps, counts) if batch else [])
 
 
 def cpu(fn, *args) -> float:

@@ -113,7 +113,7 @@ def test_near_dedup_memory_counts_the_signatures():
 
 
 def test_chunks_step_by_step_equal_documents_one_by_one():
-    """process_chunk (each step over the chunk) gives process_document's verdicts and counts."""
+    """process_docs (each step over a chunk or the batch) gives process_document's verdicts and counts."""
     from jpcorpus.document import Document
     from jpcorpus.normalize.profiles import build_steps, load_profile
 
@@ -122,7 +122,7 @@ def test_chunks_step_by_step_equal_documents_one_by_one():
     steps, _ = build_steps(load_profile("default"))
     one_counts, chunk_counts = pipeline._new_counts(steps), pipeline._new_counts(steps)
     one = [pipeline.process_document(Document(t), steps, one_counts) for t in texts]
-    chunked = pipeline.process_chunk([Document(t) for t in texts], steps, chunk_counts)
+    chunked = pipeline.process_docs([Document(t) for t in texts], steps, chunk_counts)
     as_plain = lambda results: [(r[0], r[1].text, *r[2:]) for r in results]  # noqa: E731
     assert as_plain(chunked) == as_plain(one)
     assert {r[0] for r in one} == {"keep", "drop"} and len({r[2] for r in one if r[0] == "drop"}) > 3
@@ -135,5 +135,36 @@ def test_chunks_are_bounded_in_documents_and_characters(monkeypatch):
     monkeypatch.setattr(pipeline, "CHUNK_DOCS", 3)
     monkeypatch.setattr(pipeline, "CHUNK_CHARS", 10)
     docs = [Document(t) for t in ["ab", "cd", "ef", "gh", "0123456789abc", "x", "yyyyyyyy", "zz"]]
-    sizes = [[d.text for d in chunk] for chunk in pipeline._chunks(docs)]
+    sizes = [[docs[i].text for i in chunk] for chunk in pipeline._chunks(docs, list(range(len(docs))))]
     assert sizes == [["ab", "cd", "ef"], ["gh"], ["0123456789abc"], ["x", "yyyyyyyy"], ["zz"]]
+    assert list(pipeline._chunks(docs, [1, 4, 7])) == [[1], [4], [7]]
+
+
+def test_word_level_steps_run_over_the_whole_batch(monkeypatch):
+    """Character steps go chunk by chunk; the Sudachi steps see every surviving document in turn."""
+    from jpcorpus.document import Document
+    from jpcorpus.normalize import morphology
+    from jpcorpus.normalize.profiles import build_steps, load_profile
+
+    steps, _ = build_steps(load_profile("default"))
+    stages = pipeline._stages(steps)
+    assert [s.word_level for s in stages] == [False, True]
+    assert [steps[k].name for k in stages[1].steps] == [
+        "min_words", "noun_ratio", "function_word_ratio", "unknown_word_ratio", "word_ngram_repetition"]
+    monkeypatch.setattr(pipeline, "CHUNK_DOCS", 2)
+    calls = []
+    analyze_many = morphology.analyze_many
+
+    def spy(texts, mode="C"):
+        calls.append(list(texts))
+        return analyze_many(texts, mode)
+
+    monkeypatch.setattr(morphology, "analyze_many", spy)
+    texts = [json.loads(line)["text"] for line in LABELLED.read_text(encoding="utf-8").splitlines()][:12]
+    results = pipeline.process_docs([Document(t) for t in texts], steps, pipeline._new_counts(steps))
+    reached = [r[1].text for r in results if r[0] == "keep" or r[2] in {steps[k].name for k in stages[1].steps}]
+    assert len(reached) >= 6
+    # one call, with every document that reached min_words, in order (in chunks of 2
+    # there would have been one call per chunk); the later filters find them cached
+    assert calls == [reached]
+    assert morphology._ANALYSES == {}  # emptied after the batch

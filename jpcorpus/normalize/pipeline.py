@@ -6,9 +6,8 @@
                 -> (main, input order) exact_dedup -> near_dedup -> output / rejects
 
 Each worker process builds the profile's steps once (Sudachi is created on
-first use in that process) and handles whole batches, a chunk of documents at a
-time: each step runs over the chunk before the next step starts (see
-:func:`process_chunk`). The main process keeps
+first use in that process) and handles whole batches: each step runs over a group of documents before the
+next step starts (see :func:`process_docs`). The main process keeps
 at most ``2 x workers`` batches in flight, so memory stays flat whatever the
 input size. Results come back in input order and deduplication runs on them
 in the main process, so the output is byte-identical for every ``--workers``.
@@ -21,6 +20,7 @@ import multiprocessing
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -33,9 +33,9 @@ from jpcorpus.normalize.steps import Formatter
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
 from jpcorpus.workers import ignore_sigint, ordered_map
 
-BATCH_DOCS = 256
+BATCH_DOCS = morphology.CACHE_TEXTS  # the word-level steps see a whole batch back to back
 BATCH_CHARS = 1 << 18  # ~0.75 MB of Japanese per batch: big enough to amortise pickling
-CHUNK_DOCS = charstats.CACHE_TEXTS  # documents that go through the steps together
+CHUNK_DOCS = charstats.CACHE_TEXTS  # documents that go through the character-level steps together
 CHUNK_CHARS = 1 << 14  # long documents go one at a time: their arrays fill the CPU caches alone
 
 _STEPS: list = []
@@ -76,43 +76,78 @@ def _apply(step, count: StepCount, doc: Document) -> tuple | None:
     return ("drop", doc, step.name, reason)
 
 
-def process_chunk(docs: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
-    """:func:`process_document` for each of ``docs``, with the loops turned round.
+def process_docs(docs: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
+    """:func:`process_document` for each of ``docs`` (a batch), with the loops turned round.
 
-    Each step runs over every document still in the chunk before the next step
-    starts: Sudachi tokenizes the chunk's documents back to back, and each
-    numpy-heavy filter runs on warm CPU caches. On Wikinews (~830 characters a
-    document) the per-document steps took 1.15-1.22x less CPU time this way
-    (median of 15 interleaved pairs, ``bench/normalize_order.py``); on books, where a
-    chunk is one or two works, the same (1.04x). Verdicts, reasons and counts are
-    those of :func:`process_document` (integer sums; a test compares the two).
-    The per-text caches must hold a chunk (``charstats.CACHE_TEXTS``).
+    Each step runs over every document still alive in a group before the next
+    step starts, so each piece of code runs on warm CPU caches:
+
+    * character-level steps go a chunk at a time (:func:`_chunks`: at most
+      CHUNK_DOCS documents and CHUNK_CHARS characters), so that the numpy
+      arrays of one chunk stay in cache from one filter to the next;
+    * word-level steps (Sudachi) run over every surviving document of the batch
+      back to back: SudachiPy then tokenizes as fast as in a bare loop over
+      texts, where between small chunks it had lost its dictionary's cached
+      lines to the character filters and ran 7-16% slower.
+
+    Verdicts, reasons and counts are those of :func:`process_document`
+    (integer sums; a test compares the two). The per-text caches must hold a
+    chunk (``charstats.CACHE_TEXTS``) and a batch (``morphology.CACHE_TEXTS``).
     """
     results: list = [None] * len(docs)
     alive = list(range(len(docs)))
-    for step, count in zip(steps, counts):
-        still = []
-        for i in alive:
-            if dropped := _apply(step, count, docs[i]):
-                results[i] = dropped
-            else:
-                still.append(i)
-        alive = still
+    try:
+        for stage in _stages(steps):
+            groups = [alive] if stage.word_level else _chunks(docs, alive)
+            alive = []
+            for group in groups:
+                for k in stage.steps:
+                    step, count, still = steps[k], counts[k], []
+                    step.prepare([docs[i] for i in group])
+                    for i in group:
+                        if dropped := _apply(step, count, docs[i]):
+                            results[i] = dropped
+                        else:
+                            still.append(i)
+                    group = still
+                alive += group
+                charstats.clear_caches()
+    finally:
+        charstats.clear_caches()
+        morphology.clear_caches()
     for i in alive:
         results[i] = ("keep", docs[i])
     return results
 
 
-def _chunks(docs: list[Document]) -> Iterator[list[Document]]:
-    """Consecutive runs of at most CHUNK_DOCS documents and (unless one alone) CHUNK_CHARS characters."""
-    chunk: list[Document] = []
+@dataclass
+class _Stage:
+    word_level: bool
+    steps: list[int]
+
+
+def _stages(steps: list) -> list[_Stage]:
+    """Consecutive steps grouped by whether they read Sudachi's words."""
+    stages: list[_Stage] = []
+    for k, step in enumerate(steps):
+        word_level = getattr(step, "word_level", False)
+        if not stages or stages[-1].word_level != word_level:
+            stages.append(_Stage(word_level, []))
+        stages[-1].steps.append(k)
+    return stages
+
+
+def _chunks(docs: list[Document], indices: list[int]) -> Iterator[list[int]]:
+    """Consecutive runs of ``indices``: at most CHUNK_DOCS documents and (unless one alone) CHUNK_CHARS characters."""
+    chunk: list[int] = []
     chars = 0
-    for doc in docs:
-        if chunk and (len(chunk) >= CHUNK_DOCS or chars + len(doc.text) > CHUNK_CHARS):
+    for i in indices:
+        size = len(docs[i].text)
+        if chunk and (len(chunk) >= CHUNK_DOCS or chars + size > CHUNK_CHARS):
             yield chunk
             chunk, chars = [], 0
-        chunk.append(doc)
-        chars += len(doc.text)
+        chunk.append(i)
+        chars += size
     if chunk:
         yield chunk
 
@@ -126,7 +161,7 @@ def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     """
     counts = _new_counts(_STEPS)
     docs = [item for item in batch if not isinstance(item, tuple)]
-    done = iter([result for chunk in _chunks(docs) for result in run_chunk(chunk, _STEPS, counts)])
+    done = iter(process_docs(docs, _STEPS, counts))
     results = [item if isinstance(item, tuple) else next(done) for item in batch]
     kept = [i for i, item in enumerate(results) if item[0] == "keep"]
     texts = [results[i][1].text for i in kept]
@@ -134,15 +169,6 @@ def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
     for k, i in enumerate(kept):
         results[i] = ("keep", results[i][1], [fingerprints[k] for fingerprints in per_dedup])
     return results, counts
-
-
-def run_chunk(chunk: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
-    """:func:`process_chunk`, then the per-text caches emptied for the next chunk."""
-    try:
-        return process_chunk(chunk, steps, counts)
-    finally:
-        charstats.clear_caches()
-        morphology.clear_caches()
 
 
 def _batches(paths: list[Path], read_options: dict, stats: ReadStats) -> Iterator[list]:

@@ -24,6 +24,12 @@ class Step:
     """Base of every per-document step."""
 
     name: ClassVar[str] = ""
+    # True for steps that read Sudachi's analysis: the runner groups them over a
+    # whole batch, the character-level ones over small chunks (pipeline.process_docs).
+    word_level: ClassVar[bool] = False
+
+    def prepare(self, docs: list[Document]) -> None:
+        """Called with every document a group sends to this step, before the first; may precompute."""
 
     def _check_fraction(self, key: str, value: float) -> None:
         if not 0.0 <= value <= 1.0:
