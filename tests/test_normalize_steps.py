@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from jpcorpus.normalize import pipeline
 from jpcorpus.normalize.dedup import NearDedup
 from jpcorpus.normalize.morphology import SUDACHI_MAX_BYTES, analyze, split_for_sudachi
@@ -168,3 +170,31 @@ def test_word_level_steps_run_over_the_whole_batch(monkeypatch):
     # there would have been one call per chunk); the later filters find them cached
     assert calls == [reached]
     assert morphology._ANALYSES == {}  # emptied after the batch
+
+
+def test_ngram_counts_of_a_chunk_equal_those_of_each_text():
+    """ngram_counts_many and duplicate_ngram_shares_many (one sort for the chunk) give each text's own numbers."""
+    from jpcorpus.normalize import charstats
+
+    rng = np.random.default_rng(7)
+    alphabet = list("ねこいぬあいう。")
+    texts = ["".join(rng.choice(alphabet, size=int(k))) for k in rng.integers(0, 60, size=40)]
+    texts += ["", "ね", "ねこ", texts[3], "ははははは" * 20]  # empty, shorter than n, a repeated text
+    texts += ["あいうえおかきくけこさしす。たちつてと、あいうえおかきくけこさしす。なにぬねの"]  # partly repeated
+    for n in (1, 2, 3, 5, 10):
+        charstats.clear_caches()
+        one = [(charstats.top_ngram_count(t, n), charstats.duplicate_ngram_starts(t, n)) for t in texts]
+        charstats.clear_caches()
+        charstats.ngram_counts_many(texts, n)
+        assert all((t, n) in charstats._TOP_COUNTS for t in texts)
+        assert [(charstats.top_ngram_count(t, n), charstats.duplicate_ngram_starts(t, n)) for t in texts] == one
+        assert max(c for c, _ in one) > 1 and max(d for _, d in one) > 0
+        charstats.clear_caches()
+        shares = [charstats.duplicate_ngram_share(t, n) for t in texts]
+        charstats.clear_caches()
+        charstats.duplicate_ngram_shares_many(texts, n)
+        assert all((t, n) in charstats._DUP_SHARES for t in texts)
+        assert [charstats.duplicate_ngram_starts(t, n) for t in texts] == [d for _, d in one]
+        assert [charstats.duplicate_ngram_share(t, n) for t in texts] == shares
+        assert 0 < max(shares) and len(set(shares)) >= 3
+    charstats.clear_caches()

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from jpcorpus.document import Document
-from jpcorpus.normalize.charstats import (char_stats, duplicate_ngram_share, duplicate_ngram_starts, top_ngram_count,
-                                          top_ngram_share)
+from jpcorpus.normalize.charstats import (char_stats, duplicate_ngram_share, duplicate_ngram_shares_many,
+                                          duplicate_ngram_starts, ngram_counts_many, top_ngram_count, top_ngram_share)
 from jpcorpus.normalize.steps import Filter, FilterResult
 
 
@@ -230,6 +230,9 @@ class TopNgramShare(Filter):
         self.max_share = {int(n): float(v) for n, v in self.max_share.items()}
         self._by_n = sorted(self.max_share.items())
 
+    def prepare(self, docs: list[Document]) -> None:
+        ngram_counts_many([d.text for d in docs], self._by_n[0][0])  # the one count most documents need
+
     def filter(self, doc: Document) -> FilterResult:
         # Shortest n first: its top count bounds every longer n-gram's (see top_ngram_count),
         # so on ordinary prose one sort (n = 2) proves all limits hold and the rest are skipped.
@@ -258,6 +261,9 @@ class DuplicateNgramShare(Filter):
 
     def __post_init__(self) -> None:
         self.max_share = {int(n): float(v) for n, v in self.max_share.items()}
+
+    def prepare(self, docs: list[Document]) -> None:
+        duplicate_ngram_shares_many([d.text for d in docs], next(iter(self.max_share)))
 
     def filter(self, doc: Document) -> FilterResult:
         text = doc.text
