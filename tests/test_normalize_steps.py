@@ -198,3 +198,8 @@ def test_ngram_counts_of_a_chunk_equal_those_of_each_text():
         assert [charstats.duplicate_ngram_share(t, n) for t in texts] == shares
         assert 0 < max(shares) and len(set(shares)) >= 3
     charstats.clear_caches()
+    one = [charstats.char_stats(t) for t in texts + ["ｶﾀｶﾅ　漢字 x\u3000"]]
+    charstats.clear_caches()
+    assert charstats.char_stats_many(texts + ["ｶﾀｶﾅ　漢字 x\u3000"]) == one
+    assert [charstats.char_stats(t) for t in texts] == one[:-1] and one[-1].katakana == 4
+    charstats.clear_caches()

@@ -81,12 +81,30 @@ def _class_table(classes: tuple) -> tuple[np.ndarray, np.ndarray]:
 _CUTS, _MEMBER = _class_table((HIRAGANA, KATAKANA, KANJI, JAPANESE_PUNCT, WHITESPACE))
 
 
-@lru_cache(maxsize=CACHE_TEXTS)
 def char_stats(text: str) -> CharStats:
-    """Class counts of ``text`` (cached for the last few texts)."""
-    pieces = np.searchsorted(_CUTS, codepoints(text), side="right") - 1
-    hira, kata, kanji, punct, space = (np.bincount(pieces, minlength=len(_CUTS)) @ _MEMBER).tolist()
-    return CharStats(hira, kata, kanji, hira + kata + kanji + punct, len(text) - space)
+    """Class counts of ``text`` (cached until :func:`clear_caches`)."""
+    found = _STATS.get(text)
+    return found if found is not None else char_stats_many([text])[0]
+
+
+def char_stats_many(texts: list[str]) -> list[CharStats]:
+    """:func:`char_stats` of each of ``texts``: one ``searchsorted`` and one ``bincount`` for all.
+
+    >>> [s.hiragana for s in char_stats_many(["ねこ", "ネコ", "猫がいる"])]
+    [2, 0, 3]
+    """
+    todo = [t for t in dict.fromkeys(texts) if t not in _STATS]
+    if todo:
+        if len(_STATS) + len(todo) > 4 * CACHE_TEXTS:  # bounded, for callers that never clear
+            _STATS.clear()
+        lengths = [len(t) for t in todo]
+        cp = np.frombuffer("".join(todo).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        pieces = np.searchsorted(_CUTS, cp, side="right") - 1
+        pieces += np.repeat(np.arange(len(todo)) * len(_CUTS), lengths)  # one row of bins per text
+        counts = np.bincount(pieces, minlength=len(todo) * len(_CUTS)).reshape(len(todo), len(_CUTS)) @ _MEMBER
+        for text, (hira, kata, kanji, punct, space) in zip(todo, counts.tolist()):
+            _STATS[text] = CharStats(hira, kata, kanji, hira + kata + kanji + punct, len(text) - space)
+    return [_STATS[t] for t in texts]
 
 
 class _NgramHashes:
@@ -132,13 +150,14 @@ def poly_hashes(cp: np.ndarray, n: int) -> np.ndarray:
 _TOP_COUNTS: dict[tuple[str, int], int] = {}
 _DUP_STARTS: dict[tuple[str, int], int] = {}
 _DUP_SHARES: dict[tuple[str, int], float] = {}  # filled by duplicate_ngram_shares_many
+_STATS: dict[str, CharStats] = {}  # char_stats, filled a chunk at a time by char_stats_many
 
 
 def clear_caches() -> None:
     """Drop the cached arrays (the pipeline does after each chunk of documents)."""
-    for cached in (codepoints, char_stats, _hashes_of):
+    for cached in (codepoints, _hashes_of):
         cached.cache_clear()
-    for cache in (_TOP_COUNTS, _DUP_STARTS, _DUP_SHARES):
+    for cache in (_TOP_COUNTS, _DUP_STARTS, _DUP_SHARES, _STATS):
         cache.clear()
 
 

@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from jpcorpus.document import Document
-from jpcorpus.normalize.charstats import (char_stats, duplicate_ngram_share, duplicate_ngram_shares_many,
-                                          duplicate_ngram_starts, ngram_counts_many, top_ngram_count, top_ngram_share)
+from jpcorpus.normalize.charstats import (char_stats, char_stats_many, duplicate_ngram_share,
+                                          duplicate_ngram_shares_many, duplicate_ngram_starts, ngram_counts_many,
+                                          top_ngram_count, top_ngram_share)
 from jpcorpus.normalize.steps import Filter, FilterResult
 
 
+class _CharStatsFilter(Filter):
+    """A filter that reads :func:`char_stats`: computed for a whole chunk at once."""
+
+    def prepare(self, docs: list[Document]) -> None:
+        char_stats_many([d.text for d in docs])
+
+
 @dataclass
-class MinLength(Filter):
+class MinLength(_CharStatsFilter):
     """Drop documents shorter than ``min_chars`` characters (whitespace not counted).
 
     >>> MinLength(min_chars=10).filter(Document("短い。"))
@@ -36,7 +44,7 @@ class MinLength(Filter):
 
 
 @dataclass
-class JapaneseFraction(Filter):
+class JapaneseFraction(_CharStatsFilter):
     """Drop documents whose share of Japanese characters (kana, kanji, 、。「」) is low.
 
     >>> JapaneseFraction().filter(Document("This is English, not Japanese at all."))
@@ -59,7 +67,7 @@ class JapaneseFraction(Filter):
 
 
 @dataclass
-class HiraganaFraction(Filter):
+class HiraganaFraction(_CharStatsFilter):
     """Drop documents with too little hiragana: prose needs particles and endings.
 
     Lists of kanji nouns, Chinese text and mojibake (``縺ｯ縺倥ａ``) have almost none.
@@ -82,7 +90,7 @@ class HiraganaFraction(Filter):
 
 
 @dataclass
-class KatakanaFraction(Filter):
+class KatakanaFraction(_CharStatsFilter):
     """Drop documents that are mostly katakana (product lists, SEO keyword strings).
 
     >>> KatakanaFraction().filter(Document("セールスーパーセールアウトレットブランドバッグ"))
