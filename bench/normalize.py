@@ -2,6 +2,7 @@
 
     python bench/normalize.py --input ../shared/corpus/aozora_bench_100mb.jsonl.gz --limit-mb 20
     python bench/normalize.py --input ../shared/corpus/wikinews_ja.jsonl.gz --limit-mb 8
+    python bench/normalize.py --input ../shared/corpus/wikinews_ja.jsonl.gz --limit-mb 8 --repeat 0 --paired 8
 
 Takes the first ``--limit-mb`` MB of text from the input (whole records),
 writes them to a temporary uncompressed JSONL, then in this one run measures:
@@ -22,6 +23,14 @@ machine single runs of the same code vary by +-30%, and the best run is the one
 least disturbed. The table also gives the spread, and the header the load
 average before and after.
 
+``--paired K`` adds a measurement that drift cannot bias: the slice is cut
+into K parts, and for each part (three times over, alternating which goes first)
+raw SudachiPy and the whole default profile at one worker (``run_normalize``
+in this process: reading, every step, dedup, writing, and building the
+profile's steps each time) run back to back; it prints the median and
+quartiles of the per-part ratios. A machine whose speed changes from minute
+to minute slows both sides of a pair alike.
+
 Prints a Markdown table for docs/benchmarks.md. The text never leaves /tmp.
 """
 
@@ -33,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +107,40 @@ def one_run(path: str, workers: int) -> None:
     }))
 
 
+def paired(path: Path, parts: int, rounds: int = 3) -> None:
+    """Child process: raw SudachiPy vs the default profile (1 worker) on each part, back to back."""
+    from jpcorpus.normalize.pipeline import run_normalize
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    total, cut, files = sum(map(len, lines)), [], []
+    size = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for line in lines:
+            cut.append(line)
+            size += len(line)
+            if size >= total / parts or line is lines[-1]:
+                files.append(Path(tmp) / f"part{len(files)}.jsonl")
+                files[-1].write_text("".join(cut), encoding="utf-8")
+                cut, size = [], 0
+        raw_sudachi(files[0])  # load the dictionary and warm up both sides once
+        run_normalize([str(files[0])], f"{tmp}/out.jsonl")
+        ratios = []
+        for r in range(rounds):
+            for k, part in enumerate(files):
+                t = {}
+                for side in (("raw", "profile") if (r + k) % 2 == 0 else ("profile", "raw")):
+                    if side == "raw":
+                        t[side] = raw_sudachi(part)  # as in the table: reading the file not timed
+                    else:
+                        started = time.perf_counter()
+                        run_normalize([str(part)], f"{tmp}/out.jsonl")
+                        t[side] = time.perf_counter() - started
+                ratios.append(t["raw"] / t["profile"])
+    q = statistics.quantiles(ratios, n=4)
+    print(json.dumps({"median": statistics.median(ratios), "q1": q[0], "q3": q[2], "pairs": len(ratios),
+                      "parts": len(files)}))
+
+
 def measure(path: Path, workers: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_one", str(path), str(workers)],
                          check=True, capture_output=True, text=True, cwd=REPO)
@@ -108,11 +152,17 @@ def main() -> None:
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
     parser.add_argument("--limit-mb", type=float, default=20.0)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each measurement; the best is reported (0: only the paired measurement)")
+    parser.add_argument("--paired", type=int, default=0, metavar="K",
+                        help="also the paired measurement over K parts of the slice (see above)")
     parser.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--_paired", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._one:
         return one_run(args._one[0], int(args._one[1]))
+    if args._paired:
+        return paired(Path(args._paired[0]), int(args._paired[1]))
 
     with tempfile.TemporaryDirectory() as tmp:
         full, quarter = Path(tmp) / "slice.jsonl", Path(tmp) / "quarter.jsonl"
@@ -127,24 +177,38 @@ def main() -> None:
             with_ids.append(mb / raw_sudachi(full, read_ids=True))
             for workers in worker_counts:
                 runs[workers].append(measure(full, workers))
-        raw = max(raws)
-        print(f"input: {args.input.name}, first {docs} records, {mb:.1f} MB of text; "
-              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
-              f"best of {args.repeat}; load average (1/5/15 min) before {_load(load_before)}, "
-              f"after {_load(os.getloadavg())}")
-        print("\n| run | MB/s (best; all runs) | x raw Sudachi (1 proc) | docs kept | peak RSS main / worker (MB) "
-              "| peak RSS at 1/4 slice (MB) |")
-        print("|---|---|---|---|---|---|")
-        print(f"| raw SudachiPy, mode C, 1 process | {raw:.2f}; {_all(raws)} | 1.00 | - | - | - |")
-        print(f"| raw SudachiPy + reading every morpheme's POS and word id | {max(with_ids):.2f}; {_all(with_ids)} "
-              f"| {max(with_ids) / raw:.2f} | - | - | - |")
-        for workers in worker_counts:
-            rates = [mb / r["seconds"] for r in runs[workers]]
-            r = runs[workers][rates.index(max(rates))]
-            q = measure(quarter, workers)
-            print(f"| default profile, --workers {workers} | {max(rates):.2f}; {_all(rates)} | {max(rates) / raw:.2f} "
-                  f"| {r['docs_out']}/{r['docs_in']} | {r['main_rss_mb']:.0f} / {r['worker_rss_mb']:.0f} "
-                  f"| {q['main_rss_mb']:.0f} / {q['worker_rss_mb']:.0f} |")
+        if args.repeat:
+            _table(args, docs, mb, raws, with_ids, runs, worker_counts, quarter, load_before)
+        if args.paired:
+            if not args.repeat:
+                print(f"input: {args.input.name}, first {docs} records, {mb:.1f} MB of text; {os.cpu_count()} CPUs, "
+                      f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+            out = subprocess.run([sys.executable, __file__, "--_paired", str(full), str(args.paired)],
+                                 check=True, capture_output=True, text=True, cwd=REPO)
+            p = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"\nPaired, {p['pairs']} pairs over {p['parts']} parts: default profile (1 worker) / raw SudachiPy "
+                  f"= {p['median']:.3f} median (quartiles {p['q1']:.3f}-{p['q3']:.3f})")
+
+
+def _table(args, docs, mb, raws, with_ids, runs, worker_counts, quarter, load_before) -> None:
+    raw = max(raws)
+    print(f"input: {args.input.name}, first {docs} records, {mb:.1f} MB of text; "
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
+          f"best of {args.repeat}; load average (1/5/15 min) before {_load(load_before)}, "
+          f"after {_load(os.getloadavg())}")
+    print("\n| run | MB/s (best; all runs) | x raw Sudachi (1 proc) | docs kept | peak RSS main / worker (MB) "
+          "| peak RSS at 1/4 slice (MB) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| raw SudachiPy, mode C, 1 process | {raw:.2f}; {_all(raws)} | 1.00 | - | - | - |")
+    print(f"| raw SudachiPy + reading every morpheme's POS and word id | {max(with_ids):.2f}; {_all(with_ids)} "
+          f"| {max(with_ids) / raw:.2f} | - | - | - |")
+    for workers in worker_counts:
+        rates = [mb / r["seconds"] for r in runs[workers]]
+        r = runs[workers][rates.index(max(rates))]
+        q = measure(quarter, workers)
+        print(f"| default profile, --workers {workers} | {max(rates):.2f}; {_all(rates)} | {max(rates) / raw:.2f} "
+              f"| {r['docs_out']}/{r['docs_in']} | {r['main_rss_mb']:.0f} / {r['worker_rss_mb']:.0f} "
+              f"| {q['main_rss_mb']:.0f} / {q['worker_rss_mb']:.0f} |")
 
 
 def _all(rates: list[float]) -> str:

@@ -197,6 +197,13 @@ def test_ngram_counts_of_a_chunk_equal_those_of_each_text():
         assert [charstats.duplicate_ngram_starts(t, n) for t in texts] == [d for _, d in one]
         assert [charstats.duplicate_ngram_share(t, n) for t in texts] == shares
         assert 0 < max(shares) and len(set(shares)) >= 3
+        for k in [0, 1, 2, 41, 42, len(texts) - 2, len(texts) - 1]:  # a text alone takes another path
+            charstats.clear_caches()
+            charstats.ngram_counts_many([texts[k]], n)
+            charstats.duplicate_ngram_shares_many([texts[k]], n)
+            t = texts[k]
+            assert (charstats._TOP_COUNTS[(t, n)], charstats._DUP_STARTS[(t, n)]) == one[k]
+            assert charstats._DUP_SHARES[(t, n)] == shares[k]
     charstats.clear_caches()
     one = [charstats.char_stats(t) for t in texts + ["ｶﾀｶﾅ　漢字 x\u3000"]]
     charstats.clear_caches()

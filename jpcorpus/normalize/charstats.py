@@ -178,7 +178,11 @@ def ngram_counts_many(texts: list[str], n: int) -> None:
     >>> clear_caches()
     """
     todo = _todo(texts, n, _TOP_COUNTS)
-    if not todo:
+    if len(todo) <= 1:  # a long document is a chunk alone: no keys needed
+        for t in todo:
+            h = np.sort(_hashes_of(t).get(n))
+            runs = np.diff(np.append(np.flatnonzero(np.concatenate(([True], h[1:] != h[:-1]))), len(h)))
+            _TOP_COUNTS[(t, n)], _DUP_STARTS[(t, n)] = int(runs.max()), int(runs[runs >= 2].sum())
         return
     keys, shift, _ = _chunk_keys(todo, n)
     keys.sort()
@@ -208,7 +212,9 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     >>> clear_caches()
     """
     todo = _todo(texts, n, _DUP_SHARES)
-    if not todo:
+    if len(todo) <= 1:
+        for t in todo:
+            _DUP_SHARES[(t, n)] = duplicate_ngram_share(t, n)
         return
     keys, shift, at = _chunk_keys(todo, n)
     order = np.argsort(keys)

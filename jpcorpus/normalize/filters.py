@@ -271,14 +271,24 @@ class DuplicateNgramShare(Filter):
         self.max_share = {int(n): float(v) for n, v in self.max_share.items()}
 
     def prepare(self, docs: list[Document]) -> None:
-        duplicate_ngram_shares_many([d.text for d in docs], next(iter(self.max_share)))
+        # The cheap bound (one sort) for every document, the exact share (an argsort) only
+        # where the bound does not settle it: ~40% of news articles, few books.
+        n, limit = next(iter(self.max_share.items()))
+        texts = [d.text for d in docs]
+        ngram_counts_many(texts, n)
+        duplicate_ngram_shares_many([t for t in texts if len(t) >= n and self._bound(t, n) > limit], n)
+
+    @staticmethod
+    def _bound(text: str, n: int) -> float:
+        """An upper bound of the duplicate share: n characters for each duplicated n-gram."""
+        return float(min(n * duplicate_ngram_starts(text, n), len(text))) / len(text)
 
     def filter(self, doc: Document) -> FilterResult:
         text = doc.text
         for n, limit in self.max_share.items():
             # Cheap bound first: n characters per repeated n-gram. On ordinary prose it
             # proves the limit holds, and the exact share (an argsort) is not needed.
-            if len(text) >= n and float(min(n * duplicate_ngram_starts(text, n), len(text))) / len(text) <= limit:
+            if len(text) >= n and self._bound(text, n) <= limit:
                 continue
             if duplicate_ngram_share(text, n) > limit:
                 return False, "duplicate_ngram_share"
