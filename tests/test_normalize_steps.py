@@ -210,3 +210,27 @@ def test_ngram_counts_of_a_chunk_equal_those_of_each_text():
     assert charstats.char_stats_many(texts + ["ｶﾀｶﾅ　漢字 x\u3000"]) == one
     assert [charstats.char_stats(t) for t in texts] == one[:-1] and one[-1].katakana == 4
     charstats.clear_caches()
+
+
+def test_whitespace_fast_paths_change_nothing():
+    """NormalizeWhitespace skips regex passes it does not need: same text as running them all."""
+    import random
+    import re
+
+    from jpcorpus.normalize.normalizers import NormalizeWhitespace
+
+    def reference(text: str, max_blank_lines: int, strip_indent: bool) -> str:
+        text = re.sub("\r\n|[\r\u2028\u2029\x85\x0b\x0c]", "\n", text)
+        text = re.sub("[^\\S\n]+", " ", text).replace(" \n", "\n")
+        if strip_indent:
+            text = text.replace("\n ", "\n").lstrip(" ")
+        text = re.sub("\n{%d,}" % (max_blank_lines + 2), "\n" * (max_blank_lines + 1), text)
+        return text.strip("\n ") if strip_indent else text.rstrip("\n ").lstrip("\n")
+
+    rng = random.Random(1)
+    pieces = [" ", "  ", "\t", "\u3000", "\n", "\n\n", "\n\n\n\n", "\r\n", "\r", "\u2028", "\x85", "\x0b", "\xa0",
+              " \n ", "\u3000\n", "あ", "い", "a"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(5000)]
+    for max_blank_lines, strip_indent in [(1, True), (0, False), (2, True)]:
+        step = NormalizeWhitespace(max_blank_lines=max_blank_lines, strip_indent=strip_indent)
+        assert [step.format(t) for t in texts] == [reference(t, max_blank_lines, strip_indent) for t in texts]
