@@ -50,11 +50,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # measure the jpcorpus of this tree, whatever is installed
+sys.path.insert(0, str(REPO))  # measure the jpcorpus of this tree, whatever is installed (children run this file too)
 DEFAULT_INPUT = REPO.parent / "shared" / "corpus" / "aozora_bench_100mb.jsonl.gz"
-
-
-_CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 def make_slice(source: Path, limit_mb: float, dest: Path) -> tuple[int, int]:
@@ -147,7 +144,7 @@ def paired(path: Path, parts: int, rounds: int = 3) -> None:
 
 def measure(path: Path, workers: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_one", str(path), str(workers)],
-                         check=True, capture_output=True, text=True, cwd=REPO, env=_CHILD_ENV)
+                         check=True, capture_output=True, text=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -188,7 +185,7 @@ def main() -> None:
                 print(f"input: {args.input.name}, first {docs} records, {mb:.1f} MB of text; {os.cpu_count()} CPUs, "
                       f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
             out = subprocess.run([sys.executable, __file__, "--_paired", str(full), str(args.paired)],
-                                 check=True, capture_output=True, text=True, cwd=REPO, env=_CHILD_ENV)
+                                 check=True, capture_output=True, text=True, cwd=REPO)
             p = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"\nPaired, {p['pairs']} pairs over {p['parts']} parts: default profile (1 worker) / raw SudachiPy "
                   f"= {p['median']:.3f} median (quartiles {p['q1']:.3f}-{p['q3']:.3f})")

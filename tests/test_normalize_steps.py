@@ -234,3 +234,34 @@ def test_whitespace_fast_paths_change_nothing():
     for max_blank_lines, strip_indent in [(1, True), (0, False), (2, True)]:
         step = NormalizeWhitespace(max_blank_lines=max_blank_lines, strip_indent=strip_indent)
         assert [step.format(t) for t in texts] == [reference(t, max_blank_lines, strip_indent) for t in texts]
+
+
+def test_ngram_numbers_equal_a_plain_python_count():
+    """The n-gram counts and the duplicate share against counting n-grams with a Counter."""
+    from collections import Counter
+
+    from jpcorpus.normalize import charstats
+
+    rng = np.random.default_rng(11)
+    texts = ["".join(rng.choice(list("ねこいぬあ。"), size=int(k))) for k in rng.integers(0, 80, size=30)]
+    texts.append("あいうえおかきくけこさしす。たちつてと、あいうえおかきくけこさしす。なにぬねの")
+    for n in (2, 5, 10):
+        for text in texts:
+            grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+            counts = Counter(grams)
+            covered = {i + k for i, g in enumerate(grams) if counts[g] > 1 for k in range(n)}
+            charstats.clear_caches()
+            assert charstats.top_ngram_count(text, n) == max(counts.values(), default=0)
+            assert charstats.duplicate_ngram_starts(text, n) == sum(c for c in counts.values() if c > 1)
+            assert charstats.duplicate_ngram_share(text, n) == (len(covered) / len(text) if text else 0.0)
+    charstats.clear_caches()
+
+
+def test_char_stats_many_returns_cached_texts_when_its_cache_is_full():
+    from jpcorpus.normalize import charstats
+
+    charstats.clear_caches()
+    charstats.char_stats_many([f"ねこ{i}" for i in range(4 * charstats.CACHE_TEXTS)])
+    got = charstats.char_stats_many(["ねこ0", "いぬ", "ねこ0"])  # one cached, one new: the cache overflows
+    assert [s.hiragana for s in got] == [2, 2, 2]
+    charstats.clear_caches()

@@ -93,10 +93,10 @@ def char_stats_many(texts: list[str]) -> list[CharStats]:
     >>> [s.hiragana for s in char_stats_many(["ねこ", "ネコ", "猫がいる"])]
     [2, 0, 3]
     """
+    if len(_STATS) + len(texts) > 4 * CACHE_TEXTS:  # bounded, for callers that never clear
+        _STATS.clear()
     todo = [t for t in dict.fromkeys(texts) if t not in _STATS]
     if todo:
-        if len(_STATS) + len(todo) > 4 * CACHE_TEXTS:  # bounded, for callers that never clear
-            _STATS.clear()
         lengths = [len(t) for t in todo]
         cp = np.frombuffer("".join(todo).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         pieces = np.searchsorted(_CUTS, cp, side="right") - 1
@@ -178,16 +178,15 @@ def ngram_counts_many(texts: list[str], n: int) -> None:
     >>> clear_caches()
     """
     todo = _todo(texts, n, _TOP_COUNTS)
-    if len(todo) <= 1:  # a long document is a chunk alone: no keys needed
-        for t in todo:
-            h = np.sort(_hashes_of(t).get(n))
-            runs = np.diff(np.append(np.flatnonzero(np.concatenate(([True], h[1:] != h[:-1]))), len(h)))
-            _TOP_COUNTS[(t, n)], _DUP_STARTS[(t, n)] = int(runs.max()), int(runs[runs >= 2].sum())
+    if len(todo) == 1:  # a long document is a chunk alone: its hashes need no text index
+        _, runs = _runs(np.sort(_hashes_of(todo[0]).get(n)))
+        _TOP_COUNTS[(todo[0], n)], _DUP_STARTS[(todo[0], n)] = int(runs.max()), int(runs[runs >= 2].sum())
+        return
+    if not todo:
         return
     keys, shift, _ = _chunk_keys(todo, n)
     keys.sort()
-    firsts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))  # first key of each run
-    runs = np.diff(np.append(firsts, len(keys)))
+    firsts, runs = _runs(keys)
     run_text = (keys[firsts] >> shift).astype(np.int64)
     top = np.zeros(len(todo), dtype=np.int64)
     np.maximum.at(top, run_text, runs)
@@ -212,9 +211,7 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     >>> clear_caches()
     """
     todo = _todo(texts, n, _DUP_SHARES)
-    if len(todo) <= 1:
-        for t in todo:
-            _DUP_SHARES[(t, n)] = duplicate_ngram_share(t, n)
+    if not todo:
         return
     keys, shift, at = _chunk_keys(todo, n)
     order = np.argsort(keys)
@@ -236,8 +233,17 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
         _DUP_SHARES[(t, n)] = cov / len(t)
 
 
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first key of each run of equal keys, and the run lengths."""
+    firsts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    return firsts, np.diff(np.append(firsts, len(sorted_keys)))
+
+
 def _todo(texts: list[str], n: int, cache: dict) -> list[str]:
     """The distinct texts of at least n characters not in ``cache`` yet (shorter ones get zeros)."""
+    if len(cache) + len(texts) > 4 * CACHE_TEXTS:  # bounded, for callers that never clear
+        for each in (_TOP_COUNTS, _DUP_STARTS, _DUP_SHARES):
+            each.clear()
     for t in texts:
         if len(t) < n:
             _TOP_COUNTS[(t, n)] = _DUP_STARTS[(t, n)] = 0
@@ -297,14 +303,10 @@ def top_ngram_count(text: str, n: int) -> int:
     """
     if len(text) < n:
         return 0
-    if (cached := _TOP_COUNTS.get((text, n))) is not None:
-        return cached
-    h = np.sort(_hashes_of(text).get(n))
-    ends = np.flatnonzero(h[1:] != h[:-1])  # last index of each run of equal hashes but the final one
-    if len(ends) == 0:
-        return len(h)
-    inner = int(np.diff(ends).max()) if len(ends) > 1 else 0
-    return max(int(ends[0]) + 1, len(h) - 1 - int(ends[-1]), inner)
+    if (cached := _TOP_COUNTS.get((text, n))) is None:
+        ngram_counts_many([text], n)
+        cached = _TOP_COUNTS[(text, n)]
+    return cached
 
 
 def top_ngram_share(text: str, n: int, count: int | None = None) -> float:
@@ -334,11 +336,10 @@ def duplicate_ngram_starts(text: str, n: int) -> int:
     """
     if len(text) < n:
         return 0
-    if (cached := _DUP_STARTS.get((text, n))) is not None:
-        return cached
-    h = np.sort(_hashes_of(text).get(n))
-    same = h[1:] == h[:-1]
-    return int(np.count_nonzero(same[1:] | same[:-1])) + int(same[0]) + int(same[-1]) if len(same) else 0
+    if (cached := _DUP_STARTS.get((text, n))) is None:
+        ngram_counts_many([text], n)
+        cached = _DUP_STARTS[(text, n)]
+    return cached
 
 
 def duplicate_ngram_share(text: str, n: int) -> float:
@@ -351,18 +352,7 @@ def duplicate_ngram_share(text: str, n: int) -> float:
     """
     if len(text) < n:
         return 0.0
-    if (cached := _DUP_SHARES.get((text, n))) is not None:
-        return cached
-    h = _hashes_of(text).get(n)
-    order = np.argsort(h)
-    same = h[order[1:]] == h[order[:-1]]
-    if not same.any():
-        return 0.0
-    dup = np.zeros(len(h), dtype=bool)  # dup[order[i]]: the n-gram at that start occurs twice or more
-    dup[order[1:][same]] = True
-    dup[order[:-1][same]] = True
-    starts = np.flatnonzero(dup)
-    # Characters covered by the union of [start, start + n): each start adds n, or less
-    # when the next duplicated n-gram starts within it.
-    covered = int(np.minimum(np.diff(starts), n).sum()) + n
-    return float(covered) / len(text)
+    if (cached := _DUP_SHARES.get((text, n))) is None:
+        duplicate_ngram_shares_many([text], n)
+        cached = _DUP_SHARES[(text, n)]
+    return cached

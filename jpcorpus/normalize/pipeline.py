@@ -130,9 +130,8 @@ def _stages(steps: list) -> list[_Stage]:
     """Consecutive steps grouped by whether they read Sudachi's words."""
     stages: list[_Stage] = []
     for k, step in enumerate(steps):
-        word_level = getattr(step, "word_level", False)
-        if not stages or stages[-1].word_level != word_level:
-            stages.append(_Stage(word_level, []))
+        if not stages or stages[-1].word_level != step.word_level:
+            stages.append(_Stage(step.word_level, []))
         stages[-1].steps.append(k)
     return stages
 
