@@ -245,6 +245,7 @@ def test_ngram_numbers_equal_a_plain_python_count():
     rng = np.random.default_rng(11)
     texts = ["".join(rng.choice(list("ねこいぬあ。"), size=int(k))) for k in rng.integers(0, 80, size=30)]
     texts.append("あいうえおかきくけこさしす。たちつてと、あいうえおかきくけこさしす。なにぬねの")
+    expected: dict[int, list] = {2: [], 5: [], 10: []}  # (top count, duplicate share) of each text
     for n in (2, 5, 10):
         for text in texts:
             grams = [text[i:i + n] for i in range(len(text) - n + 1)]
@@ -254,6 +255,14 @@ def test_ngram_numbers_equal_a_plain_python_count():
             assert charstats.top_ngram_count(text, n) == max(counts.values(), default=0)
             assert charstats.duplicate_ngram_starts(text, n) == sum(c for c in counts.values() if c > 1)
             assert charstats.duplicate_ngram_share(text, n) == (len(covered) / len(text) if text else 0.0)
+            expected[n].append((max(counts.values(), default=0), len(covered) / len(text) if text else 0.0))
+    for n in (2, 5, 10):  # every text in one chunk: shared bins, candidates from many texts
+        charstats.clear_caches()
+        charstats.duplicate_ngram_shares_many(texts, n)
+        bounds = charstats.top_ngram_bounds_many(texts, n)
+        assert [charstats.duplicate_ngram_share(t, n) for t in texts] == [share for _, share in expected[n]]
+        assert all(bound >= top for bound, (top, _) in zip(bounds, expected[n]))
+        assert sum(bound - top for bound, (top, _) in zip(bounds, expected[n])) <= 3 * len(texts)  # and useful
     charstats.clear_caches()
 
 
@@ -265,3 +274,73 @@ def test_char_stats_many_returns_cached_texts_when_its_cache_is_full():
     got = charstats.char_stats_many(["ねこ0", "いぬ", "ねこ0"])  # one cached, one new: the cache overflows
     assert [s.hiragana for s in got] == [2, 2, 2]
     charstats.clear_caches()
+
+
+def test_top_ngram_share_bound_gives_the_verdicts_of_exact_counts():
+    """TopNgramShare settles most documents from a bound (no sort): same verdicts as exact counts alone."""
+    from jpcorpus.document import Document
+    from jpcorpus.normalize import charstats
+    from jpcorpus.normalize.filters import TopNgramShare
+
+    rng = np.random.default_rng(5)
+    texts = ["".join(rng.choice(list("ねこいぬあいうえお。、")[:int(a)], size=int(k)))
+             for a, k in zip(rng.integers(2, 12, size=300), rng.integers(1, 400, size=300))]
+    texts += KEEP
+    step = TopNgramShare(max_share={2: 0.2, 3: 0.18, 4: 0.16})
+    exact = []
+    for t in texts:  # no prepare: the exact path, one text at a time
+        charstats.clear_caches()
+        exact.append(step.filter(Document(t)))
+    assert 50 < exact.count(True) < len(texts) - 50  # both verdicts, plenty of each
+    settled = 0
+    for start in range(0, len(texts), 32):  # as the pipeline runs it: prepare a chunk, then filter each
+        charstats.clear_caches()
+        chunk = [Document(t) for t in texts[start:start + 32]]
+        step.prepare(chunk)
+        settled += sum(step._within(d.text, charstats.top_ngram_bound(d.text, 2)) for d in chunk)
+        assert [step.filter(d) for d in chunk] == exact[start:start + 32]
+    assert 25 < settled < exact.count(True) - 50  # the bound settles many; many kept ones still need the sort
+    charstats.clear_caches()
+
+
+def _reference_analysis(text: str, mode: str) -> tuple[list, list, list]:
+    """Word classes, ids and unknown flags read from every morpheme directly (no table, no batch)."""
+    import zlib
+
+    from jpcorpus.normalize import morphology as m
+
+    classes, ids, unknown = [], [], []
+    for piece in split_for_sudachi(text):
+        for morpheme in m._tokenizer(mode).tokenize(piece):
+            word_class = m._CLASS_OF_POS.get(morpheme.part_of_speech()[0], m.OTHER)
+            if word_class == m.SYMBOL:
+                continue
+            classes.append(word_class)
+            if morpheme.is_oov():
+                ids.append(m.OOV_WORD_ID + zlib.crc32(morpheme.surface().encode()))
+                unknown.append(not morpheme.surface().isascii())
+            else:
+                ids.append(morpheme.word_id())
+                unknown.append(False)
+    return classes, ids, unknown
+
+
+def test_analysis_equals_reading_every_morpheme(monkeypatch):
+    """analyze_many (part of speech once per word id, morphemes read in groups) against the plain reading."""
+    from jpcorpus.normalize import morphology as m
+
+    texts = KEEP[:20] + ["吾輩は猫である。2024年UTCにｑｚｘｗｖｋが起きた。", "", "。。、", "ほげほげふがふが" * 3]
+    texts.append("\n".join(KEEP) * 4)  # long: several pieces for Sudachi
+    monkeypatch.setattr(m, "_WORD_CLASS", np.full(4, m.UNSEEN, dtype=np.uint8))  # nothing learned yet
+    monkeypatch.setattr(m, "READ_MORPHEMES", 100)  # many groups, cut inside a text
+    for mode in ("C", "A", "C"):  # the second C finds every word id learned
+        m.clear_caches()
+        got = m.analyze_many(texts, mode)
+        for text, a in zip(texts, got):
+            classes, ids, unknown = _reference_analysis(text, mode)
+            assert a.classes.tolist() == classes and a.word_ids.tolist() == ids and a.unknown.tolist() == unknown
+            assert list(a.class_counts) == [classes.count(k) for k in range(m.OTHER + 1)]
+            assert a.unknown_count == sum(unknown)
+    assert (m._WORD_CLASS != m.UNSEEN).sum() > 100
+    assert any(a.unknown_count for a in got) and any(a.word_ids.max(initial=0) >= m.OOV_WORD_ID for a in got)
+    m.clear_caches()

@@ -15,7 +15,8 @@ from typing import ClassVar
 from jpcorpus.document import Document
 from jpcorpus.normalize.charstats import (char_stats, char_stats_many, duplicate_ngram_share,
                                           duplicate_ngram_shares_many, duplicate_ngram_starts, ngram_counts_many,
-                                          top_ngram_count, top_ngram_share)
+                                          top_ngram_bound, top_ngram_bounds_many, top_ngram_count,
+                                          top_ngram_share)
 from jpcorpus.normalize.steps import Filter, FilterResult
 
 
@@ -239,12 +240,27 @@ class TopNgramShare(Filter):
         self._by_n = sorted(self.max_share.items())
 
     def prepare(self, docs: list[Document]) -> None:
-        ngram_counts_many([d.text for d in docs], self._by_n[0][0])  # the one count most documents need
+        # An upper bound of the shortest n's top count (no sort) settles most documents;
+        # the others get the exact count, one sort for all of them.
+        n = self._by_n[0][0]
+        texts = [d.text for d in docs]
+        bounds = top_ngram_bounds_many(texts, n)
+        unsettled = [t for t, bound in zip(texts, bounds) if not self._within(t, bound)]
+        if unsettled:
+            ngram_counts_many(unsettled, n)
+
+    def _within(self, text: str, count: int) -> bool:
+        """Whether every limit holds when the shortest n-gram's top count is at most ``count``."""
+        return all(top_ngram_share(text, n, count) <= limit for n, limit in self._by_n)
 
     def filter(self, doc: Document) -> FilterResult:
+        text = doc.text
+        bound = top_ngram_bound(text, self._by_n[0][0])  # cached by prepare, if it ran
+        if bound is not None and self._within(text, bound):
+            return True
         # Shortest n first: its top count bounds every longer n-gram's (see top_ngram_count),
         # so on ordinary prose one sort (n = 2) proves all limits hold and the rest are skipped.
-        text, bound = doc.text, None
+        bound = None
         for n, limit in self._by_n:
             if bound is not None and len(text) >= n and top_ngram_share(text, n, bound) <= limit:
                 continue
