@@ -245,7 +245,7 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     todo = _todo(texts, n, _DUP_SHARES)
     if not todo:
         return
-    keys, shift, at = _chunk_keys(todo, n)
+    keys, shift, valid = _chunk_keys(todo, n)
     # Only n-grams whose bin (8 per n-gram) holds another one can occur twice: the
     # argsort that finds the real repeats needs those alone (~15% of news n-grams).
     may_repeat = np.flatnonzero(_bin_counts(keys, 8) >= 2)
@@ -259,7 +259,7 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     text_of = (keys[starts] >> shift).astype(np.int64)
     # characters covered by the union of [start, start + n) in each text: each
     # start adds n, or less when the next duplicated n-gram starts within it
-    gaps = np.minimum(np.diff(at[starts]), n)
+    gaps = np.minimum(np.diff(np.flatnonzero(valid)[starts]), n)  # (positions in the concatenation)
     inside = text_of[1:] == text_of[:-1]
     covered = np.bincount(text_of[:-1][inside], weights=gaps[inside], minlength=len(todo))
     counts = np.bincount(text_of, minlength=len(todo))
@@ -301,16 +301,17 @@ def _todo(texts: list[str], n: int, cache: dict) -> list[str]:
 
 def _chunk_keys(texts: list[str], n: int) -> tuple[np.ndarray, np.uint64, np.ndarray]:
     """Keys (text index in the top bits, low bits of the n-gram hash below) of every n-gram
-    lying inside one text, in text order; the shift of the text index; each n-gram's start in its text."""
+    lying inside one text (texts of at least n characters), in text order; the shift of the
+    text index; which n-grams of the concatenation of ``texts`` those are (a mask)."""
     lengths = np.array([len(t) for t in texts], dtype=np.int64)
-    firsts = np.cumsum(lengths) - lengths
     h = poly_hashes(codepoints("".join(texts)), n)
-    start = np.arange(len(h)) - np.repeat(firsts, lengths)[:len(h)]  # n-gram's start in its own text
-    valid = start + n <= np.repeat(lengths, lengths)[:len(h)]
-    text_of = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)[:len(h)][valid]
+    valid = np.ones(len(h), dtype=bool)  # drop the n - 1 n-grams that run from each text into the next
+    valid[(np.cumsum(lengths)[:-1, None] - np.arange(1, n)).ravel()] = False
     bits = max(1, (len(texts) - 1).bit_length())
     shift = np.uint64(64 - bits)
-    return (text_of << shift) | (h[valid] & np.uint64((1 << (64 - bits)) - 1)), shift, start[valid]
+    keys = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)[:len(h)] << shift
+    keys |= h & np.uint64((1 << (64 - bits)) - 1)
+    return keys[valid], shift, valid
 
 
 def ngram_hashes(text: str, n: int, mixed: bool = True) -> np.ndarray:
