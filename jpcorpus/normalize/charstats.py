@@ -274,9 +274,10 @@ def _bin_counts(keys: np.ndarray, per_key: int) -> np.ndarray:
 
     Equal keys share a bin, so each count is at least the key's own number
     of occurrences (other keys only add). Bins: the top bits of the key times
-    an odd constant (Fibonacci hashing); at most 2**22 of them.
+    an odd constant (Fibonacci hashing); at most 2**20 of them (8 MB of counts),
+    so a book-length text alone gets fewer bins per key, not more memory.
     """
-    bits = min(22, max(10, (per_key * len(keys) - 1).bit_length()))
+    bits = min(20, max(10, (per_key * len(keys) - 1).bit_length()))
     bins = ((keys * _MIX) >> np.uint64(64 - bits)).astype(np.intp)
     return np.bincount(bins, minlength=1 << bits)[bins]
 

@@ -116,8 +116,10 @@ _ANALYSES: dict[tuple[str, str], Analysis] = {}  # (text, mode) -> analysis; emp
 UNSEEN = 255
 _WORD_ID_LIMIT = 1 << 28  # Sudachi keeps the dictionary number in the top 4 bits: system words are below
 _WORD_CLASS = np.full(1 << 16, UNSEEN, dtype=np.uint8)  # ~9.4 MB once grown (sudachidict-core 2026)
-# Morphemes read from Sudachi at a time: a bound on the Python objects held for a huge text.
-READ_MORPHEMES = 1 << 16
+# Morphemes read from Sudachi at a time. Each morpheme keeps its MorphemeList alive, and with
+# it Sudachi's working buffers for that text (~200 KB for a news article): held for a whole
+# batch, they added ~55 MB to a worker's peak memory.
+READ_MORPHEMES = 1 << 12
 
 
 def analyze(text: str, mode: str = "C") -> Analysis:
