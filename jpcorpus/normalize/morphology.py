@@ -145,9 +145,10 @@ def analyze_many(texts: list[str], mode: str = "C") -> list[Analysis]:
     Per text only Sudachi's ``tokenize`` runs; the morphemes of many texts are
     read together (:func:`_read_morphemes`), and word classes, masks and counts
     are a few array operations over the concatenation, each text's arrays
-    views into it. On news articles that took the work around ``tokenize``
-    from ~19% of its time to ~12% (per text, the same steps were ~20 small
-    numpy calls), then to ~8% by reading each word id's part of speech once.
+    views into it (per text, the same steps were ~20 small numpy calls).
+    What remains around ``tokenize`` is mostly making a Python object of each
+    morpheme and reading its word id: ~11% of ``tokenize``'s time on news
+    articles, which SudachiPy's API offers no way around.
     """
     tokenizer = _tokenizer(mode)
     parts, sizes, pending = [], [], []
@@ -187,9 +188,9 @@ def _read_morphemes(ms: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     Reads each morpheme's word id through SudachiPy's objects (``map`` over
     the method descriptor: no Python loop), but its part of speech only for
-    word ids this process has not seen yet (``_WORD_CLASS``; after a few
-    hundred news articles ~3% of words), since each read costs about 6% of
-    ``tokenize``'s time. Out-of-vocabulary words carry their part-of-speech
+    word ids this process has not seen yet (``_WORD_CLASS``; 2-4% of words
+    after the first thousand news articles), since reading it for every
+    morpheme cost ~6% of ``tokenize``'s time. Out-of-vocabulary words carry their part-of-speech
     id in the low bits of their word id and are then given
     ``OOV_WORD_ID + CRC32`` of their surface, so that different unknown words differ.
     """
