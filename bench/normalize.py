@@ -142,9 +142,10 @@ def paired(path: Path, parts: int, rounds: int = 3) -> None:
                       "parts": len(files)}))
 
 
-def measure(path: Path, workers: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--_one", str(path), str(workers)],
-                         check=True, capture_output=True, text=True, cwd=REPO)
+def measure(path: Path, workers: int, tree: Path = REPO) -> dict:
+    """:func:`one_run` in a fresh process, for the jpcorpus of ``tree`` (a checkout with this bench)."""
+    out = subprocess.run([sys.executable, str(tree / "bench" / "normalize.py"), "--_one", str(path), str(workers)],
+                         check=True, capture_output=True, text=True, cwd=tree)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -15,20 +15,10 @@ as a user's command does. ``--input`` must be plain JSON Lines.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_once(tree: Path, path: Path, workers: int) -> float:
-    """Seconds of one fresh-process run of ``tree``'s default profile (its own bench/normalize.py)."""
-    out = subprocess.run([sys.executable, str(tree / "bench" / "normalize.py"), "--_one", str(path), str(workers)],
-                         capture_output=True, text=True, check=True, cwd=tree)
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+from normalize import REPO, measure  # bench/normalize.py, beside this script
 
 
 def main() -> None:
@@ -44,7 +34,7 @@ def main() -> None:
         for workers in map(int, args.workers.split(",")):
             order = list(trees) if r % 2 == 0 else list(trees)[::-1]
             for name in order:
-                seconds.setdefault((name, workers), []).append(run_once(trees[name], args.input, workers))
+                seconds.setdefault((name, workers), []).append(measure(args.input, workers, trees[name])["seconds"])
     print(f"input: {args.input.name}, {args.rounds} rounds, fresh process per run, trees alternating\n")
     print("| workers | after: median s (all) | before: median s (all) | before / after |")
     print("|---|---|---|---|")

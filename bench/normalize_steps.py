@@ -6,15 +6,14 @@ Runs ``run_normalize`` at one worker on a plain JSON Lines file twice (the
 first to warm up), timing each step's ``prepare``, ``filter``/``format`` and
 the deduplication stages with wrappers, and Sudachi's ``tokenize`` inside
 the analysis (``~tokenize``; ``~list`` is turning its results into morpheme
-objects, ``~read_morphemes`` reading their ids and classes). Then raw SudachiPy
-on the same texts. Percentages are of raw SudachiPy's time. The wrappers cost
+objects, ``~read_morphemes`` reading their ids and classes), after raw SudachiPy
+on the same texts (``bench/normalize.py``'s ``raw_sudachi``). Percentages are of raw SudachiPy's time. The wrappers cost
 ~1 us a call, so the total is a little above a plain run's.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this tree's jpcorpus
 
 from jpcorpus.normalize import morphology, output, pipeline, profiles  # noqa: E402
+from normalize import raw_sudachi  # noqa: E402  (bench/normalize.py, beside this script)
 
 SECONDS: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter = collections.Counter()
@@ -74,7 +74,8 @@ def instrument() -> None:
 
 def main() -> None:
     path = sys.argv[1]
-    tokenizer = morphology._tokenizer("C")
+    raw_sudachi(Path(path))  # warm up; both before instrument(), which wraps the tokenizer
+    raw = raw_sudachi(Path(path))
     instrument()
     pipeline.run_normalize([path], "/tmp/normalize_steps_out.jsonl")  # warm up
     SECONDS.clear()
@@ -82,12 +83,6 @@ def main() -> None:
     started = time.perf_counter()
     pipeline.run_normalize([path], "/tmp/normalize_steps_out.jsonl")
     total = time.perf_counter() - started
-    texts = [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
-    started = time.perf_counter()
-    for text in texts:
-        for piece in morphology.split_for_sudachi(text):
-            tokenizer.tokenize(piece)
-    raw = time.perf_counter() - started
     print(f"default profile {total:.3f} s, raw SudachiPy {raw:.3f} s: {raw / total:.3f}x raw")
     for name, seconds in sorted(SECONDS.items(), key=lambda kv: -kv[1]):
         print(f"{name:36s} {seconds * 1000:9.1f} ms {100 * seconds / raw:6.1f}%  calls {CALLS[name] or '-'}")

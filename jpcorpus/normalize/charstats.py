@@ -152,13 +152,14 @@ _TOP_BOUNDS: dict[tuple[str, int], int] = {}  # filled by top_ngram_bounds_many
 _DUP_STARTS: dict[tuple[str, int], int] = {}
 _DUP_SHARES: dict[tuple[str, int], float] = {}  # filled by duplicate_ngram_shares_many
 _STATS: dict[str, CharStats] = {}  # char_stats, filled a chunk at a time by char_stats_many
+_NGRAM_CACHES = (_TOP_COUNTS, _TOP_BOUNDS, _DUP_STARTS, _DUP_SHARES)
 
 
 def clear_caches() -> None:
     """Drop the cached arrays (the pipeline does after each chunk of documents)."""
     for cached in (codepoints, _hashes_of):
         cached.cache_clear()
-    for cache in (_TOP_COUNTS, _TOP_BOUNDS, _DUP_STARTS, _DUP_SHARES, _STATS):
+    for cache in (*_NGRAM_CACHES, _STATS):
         cache.clear()
 
 
@@ -291,7 +292,7 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _todo(texts: list[str], n: int, cache: dict) -> list[str]:
     """The distinct texts of at least n characters not in ``cache`` yet (shorter ones get zeros)."""
     if len(cache) + len(texts) > 4 * CACHE_TEXTS:  # bounded, for callers that never clear
-        for each in (_TOP_COUNTS, _TOP_BOUNDS, _DUP_STARTS, _DUP_SHARES):
+        for each in _NGRAM_CACHES:
             each.clear()
     for t in texts:
         if len(t) < n:

@@ -86,15 +86,19 @@ def mojibake() -> list:
     return out
 
 
-def main() -> None:
-    rows = [{"id": f"keep-{i:02d}", "label": "keep", "kind": k, "text": t} for i, (k, t) in enumerate(KEEP)]
-    rows += [{"id": f"drop-{i:02d}", "label": "drop", "kind": k, "text": t}
-             for i, (k, t) in enumerate(DROP + mojibake())]
-    path = Path(__file__).with_name("labelled.jsonl")
+def write_labelled(name: str, keep: list, drop: list, id_prefix: str = "") -> None:
+    """Write (kind, text) pairs as rows labelled keep / drop to ``name`` beside this script."""
+    rows = [{"id": f"{id_prefix}keep-{i:02d}", "label": "keep", "kind": k, "text": t} for i, (k, t) in enumerate(keep)]
+    rows += [{"id": f"{id_prefix}drop-{i:02d}", "label": "drop", "kind": k, "text": t} for i, (k, t) in enumerate(drop)]
+    path = Path(__file__).with_name(name)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {len(rows)} rows to {path}")
+
+
+def main() -> None:
+    write_labelled("labelled.jsonl", KEEP, DROP + mojibake())
 
 
 if __name__ == "__main__":

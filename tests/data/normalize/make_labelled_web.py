@@ -8,8 +8,7 @@ snippet lists, shop listings, mojibake, other languages, run-on text, spam,
 short pages, and copies of a kept page, exact and lightly edited).
 """
 
-import json
-from pathlib import Path
+from make_labelled import write_labelled  # beside this script
 
 KEEP = [
     ("blog", "ベランダでミニトマトを育てて三年目になりました\n"
@@ -198,13 +197,7 @@ DROP = [
 
 
 def main() -> None:
-    rows = [{"id": f"web-keep-{i:02d}", "label": "keep", "kind": k, "text": t} for i, (k, t) in enumerate(KEEP)]
-    rows += [{"id": f"web-drop-{i:02d}", "label": "drop", "kind": k, "text": t} for i, (k, t) in enumerate(DROP)]
-    path = Path(__file__).with_name("labelled_web.jsonl")
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"wrote {len(rows)} rows to {path}")
+    write_labelled("labelled_web.jsonl", KEEP, DROP, id_prefix="web-")
 
 
 if __name__ == "__main__":
