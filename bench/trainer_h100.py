@@ -235,7 +235,7 @@ def check_quarantine_on(ckpt_dir: Path, work: Path) -> dict:
     """Copy the run's checkpoints, truncate the newest one's largest weights file, ask prepare_resume."""
     import shutil
 
-    from trainer.checkpoints import find_resumable, prepare_resume
+    from trainer.run.checkpoints import find_resumable, prepare_resume
 
     copy = work / "checkpoints"
     shutil.rmtree(work, ignore_errors=True)

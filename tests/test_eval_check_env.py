@@ -19,7 +19,7 @@ def installed(dist: str) -> bool:
 
 @pytest.fixture(scope="module")
 def rows():
-    from trainer.evaluate.cli import check_env
+    from trainer.cli.evaluate import check_env
 
     result = CliRunner().invoke(check_env, ["--json"])
     return result.exit_code, {r["name"]: r for r in json.loads(result.output)}
@@ -84,7 +84,7 @@ def test_check_env_never_imports_nemo():
     import subprocess
     import sys
 
-    code = ("import sys; from trainer.evaluate.cli import check_env; "
+    code = ("import sys; from trainer.cli.evaluate import check_env; "
             "from trainer.evaluate import check_env as m; m.judge_nemo(m.version_of('nemo_toolkit')); "
             "assert not any(k == 'nemo' or k.startswith('nemo.') for k in sys.modules), 'nemo imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

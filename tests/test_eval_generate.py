@@ -17,7 +17,7 @@ def test_default_prompts_are_japanese_and_about_ten():
 
 
 def test_generate_cli_is_reproducible_and_side_by_side(tiny_models, tmp_path):
-    from trainer.evaluate.cli import generate
+    from trainer.cli.evaluate import generate
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("# two prompts\n吾輩は猫である。\n表|記号<b>\n", encoding="utf-8")
@@ -38,7 +38,7 @@ def test_generate_cli_is_reproducible_and_side_by_side(tiny_models, tmp_path):
 
 
 def test_generate_rejects_bad_settings(tiny_models):
-    from trainer.evaluate.cli import generate
+    from trainer.cli.evaluate import generate
 
     result = CliRunner().invoke(generate, [tiny_models[0], "--temperature", "0"])
     assert result.exit_code != 0 and "--temperature" in result.output

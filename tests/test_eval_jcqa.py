@@ -87,7 +87,7 @@ def test_bad_record_names_its_line(tmp_path):
 
 
 def test_eval_cli_with_baseline(tiny_models, heldout_jsonl, jcqa_file, tmp_path):
-    from trainer.evaluate.cli import eval_command
+    from trainer.cli.evaluate import eval_command
 
     out = tmp_path / "eval.json"
     args = [tiny_models[0], "--baseline", tiny_models[1], "--text", f"ja={heldout_jsonl}", "--jcqa",
@@ -106,7 +106,7 @@ def test_eval_cli_with_baseline(tiny_models, heldout_jsonl, jcqa_file, tmp_path)
 
 
 def test_eval_cli_rejects_bad_text_option(tiny_models):
-    from trainer.evaluate.cli import eval_command
+    from trainer.cli.evaluate import eval_command
 
     result = CliRunner().invoke(eval_command, [tiny_models[0], "--text", "no-equals-sign"])
     assert result.exit_code != 0 and "NAME=PATH" in result.output

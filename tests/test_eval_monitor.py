@@ -24,7 +24,7 @@ def kinds(summary) -> list[tuple[str, int, int]]:
 
 
 def test_recorded_run_plots_and_flags(tmp_path):
-    from trainer.evaluate.cli import monitor
+    from trainer.cli.evaluate import monitor
 
     run = tmp_path / "run"
     run.mkdir()
@@ -103,7 +103,7 @@ def test_aliases_merging_and_bad_lines(tmp_path):
 
 
 def test_missing_metrics_file_is_a_clear_error(tmp_path):
-    from trainer.evaluate.cli import monitor
+    from trainer.cli.evaluate import monitor
 
     result = CliRunner().invoke(monitor, [str(tmp_path)])
     assert result.exit_code == 1 and "no metrics file" in result.output

@@ -20,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the checkpoint checks read torch DCP metadata")
 
-from trainer.checkpoints import (  # noqa: E402
+from trainer.run.checkpoints import (  # noqa: E402
     check_checkpoint,
     find_resumable,
     nemo_would_resume,
@@ -246,7 +246,7 @@ def test_nemo_autoresume_lands_on_the_good_checkpoint(tmp_path):
         auto.get_trainer_ckpt_path()
     _, explicit = prepare_resume(ckpts, tmp_path / "quarantine", echo=lambda m: None)
     assert auto.get_trainer_ckpt_path() is None  # NeMo alone: no *-last left -> from the base
-    auto.resume_from_path = str(explicit)  # what trainer/launch.py does
+    auto.resume_from_path = str(explicit)  # what trainer/run/launch.py does
     path = auto.get_trainer_ckpt_path()
     assert Path(path) == good and path.base_model_path == ckpts / "base"  # AdapterPath, as for LoRA resume
 
@@ -254,6 +254,6 @@ def test_nemo_autoresume_lands_on_the_good_checkpoint(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import trainer.checkpoints
+    import trainer.run.checkpoints
 
-    assert doctest.testmod(trainer.checkpoints).failed == 0
+    assert doctest.testmod(trainer.run.checkpoints).failed == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.config import from_dict, load_config
-from trainer.data import ShardMismatch, check_shards
-from trainer.presets import qwen25_05b
+from trainer.run.config import from_dict, load_config
+from trainer.run.data import ShardMismatch, check_shards
+from trainer.run.presets import qwen25_05b
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

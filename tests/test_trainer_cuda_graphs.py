@@ -1,4 +1,4 @@
-"""trainer.cuda_graphs: the CPU-checkable half of ``model.cuda_graphs`` (capture and
+"""trainer.megatron.cuda_graphs: the CPU-checkable half of ``model.cuda_graphs`` (capture and
 replay need a GPU; bench/trainer_h100.py measures them there)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train e
 
 from megatron.core.tensor_parallel import random as mp_random  # noqa: E402
 
-from trainer import cuda_graphs  # noqa: E402
-from trainer.config import load_config  # noqa: E402
+from trainer.megatron import cuda_graphs  # noqa: E402
+from trainer.run.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs/qwen25_05b_ja_lora.yaml")
@@ -80,8 +80,8 @@ def test_cuda_graphs_and_recompute_exclude_each_other():
 
 def test_model_config_asks_megatron_for_local_graphs():
     pytest.importorskip("nemo.collections.llm", reason="needs the train extra")
-    from trainer.presets import get_preset
-    from trainer.recipe import nemo_model_config
+    from trainer.run.presets import get_preset
+    from trainer.run.recipe import nemo_model_config
 
     on = load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.cuda_graphs=true"])
     off = load_config(CONFIG, ["model.base=null", "model.from_scratch=true", "model.cuda_graphs=false"])

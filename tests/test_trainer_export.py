@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from trainer.export_cli import export as export_command  # noqa: E402
+from trainer.cli.export import export as export_command  # noqa: E402
+from trainer.megatron.cpu_shims import megatron_on_cpu  # noqa: E402
 
 LORA_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 
@@ -55,7 +56,7 @@ def write_lora_checkpoint(base, out, rank=4, alpha=8):
     from nemo.collections import llm
     from nemo.lightning.io.pl import TrainerContext
 
-    from trainer import export_nemo
+    from trainer.convert import export_nemo
 
     loaded = export_nemo.load(base)
     try:
@@ -69,7 +70,7 @@ def write_lora_checkpoint(base, out, rank=4, alpha=8):
         sharded = {k: v for k, v in loaded.model.module.sharded_state_dict(prefix="module.").items()
                    if ".adapter." in k}
         (out / "weights").mkdir(parents=True)
-        with export_nemo.cpu_shims():
+        with megatron_on_cpu():
             dist_checkpointing.save(sharded, str(out / "weights"))
         (out / "weights" / "adapter_metadata.json").write_text(json.dumps({"model_ckpt_path": str(base)}))
         loaded.model.model_transform = lora
@@ -82,7 +83,7 @@ def write_lora_checkpoint(base, out, rank=4, alpha=8):
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def checkpoints(request, tmp_path_factory):
-    from trainer.importer import import_hf
+    from trainer.convert.importer import import_hf
 
     root = tmp_path_factory.mktemp("tied" if request.param else "untied")
     hf = make_hf(root / "hf", request.param)
@@ -180,7 +181,7 @@ def test_refusals(checkpoints, tmp_path):
 
 
 def test_split_qkv_interleaving():
-    from trainer.export_mapping import split_qkv
+    from trainer.convert.export_mapping import split_qkv
 
     heads, groups, d, hidden = 4, 2, 3, 5
     q = torch.randn(heads * d, hidden)

@@ -1,4 +1,4 @@
-"""trainer.fast_lora: NeMo's LoRA adapters with the lean forward compute what NeMo's
+"""trainer.megatron.fast_lora: NeMo's LoRA adapters with the lean forward compute what NeMo's
 own forward computes (loss and every trainable gradient), on a real megatron-core model."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ pytest.importorskip("nemo.collections.llm", reason="needs the train extra (pip i
 def _lora_gpt(config, peft_cls):
     from megatron.core.models.gpt import GPTModel
 
-    from trainer import nemo_patches
-    from trainer.cpu_shims import megatron_on_cpu
-    from trainer.layers import sdpa_layer_spec
+    from trainer.megatron import nemo_patches
+    from trainer.megatron.cpu_shims import megatron_on_cpu
+    from trainer.megatron.layers import sdpa_layer_spec
 
     nemo_patches.patch_lora_without_te()
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def _lora_gpt(config, peft_cls):
 
 
 def _loss_and_grads(model, ids):
-    from trainer.cpu_shims import megatron_on_cpu
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
     with megatron_on_cpu():
@@ -52,7 +52,7 @@ def _loss_and_grads(model, ids):
 def test_lean_adapters_match_nemo_adapters(model_parallel, tiny_transformer_config):
     from nemo.collections.llm.peft.lora import LoRA
 
-    from trainer.fast_lora import LeanLoRA, lean_adapter_forward
+    from trainer.megatron.fast_lora import LeanLoRA, lean_adapter_forward
 
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
     ref_model = _lora_gpt(tiny_transformer_config(), LoRA)

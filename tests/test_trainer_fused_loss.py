@@ -1,4 +1,4 @@
-"""trainer.fused_loss: the chunked output layer + cross-entropy against the unfused
+"""trainer.megatron.fused_loss: the chunked output layer + cross-entropy against the unfused
 computation, alone (float64 references) and inside a real megatron-core GPTModel."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trainer.fused_loss import POSTPROCESS_PARAMS, install, linear_cross_entropy  # noqa: E402
+from trainer.megatron.fused_loss import POSTPROCESS_PARAMS, install, linear_cross_entropy  # noqa: E402
 
 
 def _reference(hidden, weight, labels):
@@ -75,8 +75,8 @@ megatron = pytest.importorskip("megatron.core", reason="needs megatron-core (dev
 def _tiny_gpt(config, tied: bool, seed: int = 0):
     from megatron.core.models.gpt import GPTModel
 
-    from trainer.cpu_shims import megatron_on_cpu
-    from trainer.layers import sdpa_layer_spec
+    from trainer.megatron.cpu_shims import megatron_on_cpu
+    from trainer.megatron.layers import sdpa_layer_spec
 
     torch.manual_seed(seed)
     with megatron_on_cpu():
@@ -86,7 +86,7 @@ def _tiny_gpt(config, tied: bool, seed: int = 0):
 
 
 def _loss_and_grads(model, ids, g):
-    from trainer.cpu_shims import megatron_on_cpu
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     model.zero_grad(set_to_none=True)
     s = ids.shape[1]
@@ -99,7 +99,7 @@ def _loss_and_grads(model, ids, g):
 
 
 def test_postprocess_signature_still_has_what_install_binds():
-    """If this fails, megatron-core changed GPTModel._postprocess: re-check trainer/fused_loss.py."""
+    """If this fails, megatron-core changed GPTModel._postprocess: re-check trainer/megatron/fused_loss.py."""
     import inspect
 
     from megatron.core.models.gpt import GPTModel
@@ -127,7 +127,7 @@ def test_same_loss_and_gradients_as_upstream_in_gpt_model(model_parallel, tiny_t
 
 
 def test_inference_path_unchanged(model_parallel, tiny_transformer_config):
-    from trainer.cpu_shims import megatron_on_cpu
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     model = _tiny_gpt(tiny_transformer_config(), True).eval()
     ids = torch.randint(0, 256, (1, 16))
@@ -145,9 +145,9 @@ def test_nemo_model_installs_fused_loss_when_asked(model_parallel):
     pytest.importorskip("nemo.collections.llm", reason="needs the train extra")
     from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config
 
-    from trainer.cpu_shims import megatron_on_cpu
-    from trainer.layers import sdpa_layer_spec
-    from trainer.nemo_patches import JaQwen2Model
+    from trainer.megatron.cpu_shims import megatron_on_cpu
+    from trainer.megatron.layers import sdpa_layer_spec
+    from trainer.megatron.model import JaQwen2Model
 
     def build(chunk):
         config = Qwen2Config(num_layers=1, hidden_size=32, num_attention_heads=4, num_query_groups=2,
@@ -166,7 +166,7 @@ def test_nemo_model_installs_fused_loss_when_asked(model_parallel):
 def test_docstring_examples():
     import doctest
 
-    from trainer import fused_loss
+    from trainer.megatron import fused_loss
 
     result = doctest.testmod(fused_loss)
     assert result.attempted > 0 and result.failed == 0

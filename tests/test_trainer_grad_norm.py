@@ -1,4 +1,4 @@
-"""trainer.grad_norm: same norm as megatron's fallback, swapped into the global it uses."""
+"""trainer.megatron.grad_norm: same norm as megatron's fallback, swapped into the global it uses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train extra)")
 
-from trainer import grad_norm  # noqa: E402
+from trainer.megatron import grad_norm  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

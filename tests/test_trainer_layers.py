@@ -1,4 +1,4 @@
-"""trainer.layers on a real megatron-core GPTModel (CPU): the rotary embedding handed to
+"""trainer.megatron.layers on a real megatron-core GPTModel (CPU): the rotary embedding handed to
 SDPACoreAttention gives the outputs and gradients of megatron's own SelfAttention path."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train extra)")
 
-from trainer import layers  # noqa: E402
+from trainer.megatron import layers  # noqa: E402
 
 
 
@@ -32,7 +32,7 @@ def _spec(config, hand_off: bool, lean: bool = True):
 def _gpt(config, hand_off: bool, seed: int = 0, lean: bool = True, frozen: bool = False):
     from megatron.core.models.gpt import GPTModel
 
-    from trainer.cpu_shims import megatron_on_cpu
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     torch.manual_seed(seed)
     with megatron_on_cpu():
@@ -46,7 +46,7 @@ def _gpt(config, hand_off: bool, seed: int = 0, lean: bool = True, frozen: bool 
 
 
 def _run(model, ids):
-    from trainer.cpu_shims import megatron_on_cpu
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     model.zero_grad(set_to_none=True)
     s = ids.shape[1]
@@ -58,7 +58,7 @@ def _run(model, ids):
 
 
 def test_self_attention_signature_still_has_what_the_hand_off_reads():
-    """If this fails, megatron-core changed SelfAttention.forward: re-check trainer/layers.py."""
+    """If this fails, megatron-core changed SelfAttention.forward: re-check trainer/megatron/layers.py."""
     from megatron.core.transformer.attention import SelfAttention
 
     assert set(layers.SELF_ATTENTION_PARAMS) <= set(inspect.signature(SelfAttention.forward).parameters)

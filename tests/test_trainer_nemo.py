@@ -12,7 +12,8 @@ llm = pytest.importorskip("nemo.collections.llm", reason="needs the train extra 
 if not hasattr(llm, "import_ckpt"):
     pytest.skip("nemo.collections.llm.api failed to import (nvidia-modelopt missing?)", allow_module_level=True)
 
-from trainer import nemo_patches  # noqa: E402
+from trainer.convert import importer  # noqa: E402
+from trainer.megatron import nemo_patches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def test_upstream_importer_still_maps_norms_to_te_names(monkeypatch):
     seen = {}
     monkeypatch.setattr(io, "apply_transforms", lambda s, t, mapping, transforms=(): seen.update(mapping))
     HFQwen2Importer.convert_state(None, None, None)
-    for key, te_name in nemo_patches.UPSTREAM_NORM_TARGETS.items():
+    for key, te_name in importer.UPSTREAM_NORM_TARGETS.items():
         assert seen[key] == te_name
     assert seen["lm_head.weight"] == "output_layer.weight"
 
@@ -61,14 +62,14 @@ def _tiny_hf(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_import_parity_passes_with_fix_and_fails_with_upstream_mapping(tmp_path, monkeypatch):
-    from trainer.importer import ImportParityError, import_hf
+    from trainer.convert.importer import ImportParityError, import_hf
 
     hf = _tiny_hf(tmp_path / "hf")
     out = import_hf(hf, tmp_path / "nemo")
     assert (out / "context").is_dir() and (out / "weights").is_dir()
-    hf_loss, nemo_loss = nemo_patches.Qwen2LocalImporter.parity_losses
+    hf_loss, nemo_loss = importer.Qwen2LocalImporter.parity_losses
     assert abs(hf_loss - nemo_loss) <= 1e-3
-    monkeypatch.setattr(nemo_patches, "LOCAL_NORM_TARGETS", {})  # upstream's TE names: norms left at init
+    monkeypatch.setattr(importer, "LOCAL_NORM_TARGETS", {})  # upstream's TE names: norms left at init
     with pytest.raises(ImportParityError, match="Hugging Face loss"):
         import_hf(hf, tmp_path / "nemo_bad")
     assert not (tmp_path / "nemo_bad" / "weights").exists()
@@ -103,7 +104,7 @@ def test_dry_run_builds_nemo_objects_and_prints_plan(tmp_path):
     from click.testing import CliRunner
 
     from trainer.cli import main
-    from trainer.recipe import model_tokenizer
+    from trainer.run.recipe import model_tokenizer
 
     try:
         tok = model_tokenizer("qwen2.5")
@@ -124,7 +125,7 @@ def test_dry_run_refuses_shards_of_another_tokenizer(tmp_path):
     from click.testing import CliRunner
 
     from trainer.cli import main
-    from trainer.recipe import model_tokenizer
+    from trainer.run.recipe import model_tokenizer
 
     try:
         tok = model_tokenizer("qwen2.5")

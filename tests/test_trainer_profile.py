@@ -1,4 +1,4 @@
-"""trainer.callbacks.Profile under a real Lightning trainer on CPU: the requested steps are
+"""trainer.run.callbacks.Profile under a real Lightning trainer on CPU: the requested steps are
 profiled and the summary (wall, GPU-busy, host, syncs) and operator tables are written.
 
 The trainer runs in a fresh interpreter: NeMo, imported by other tests in the same
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent('''
     import sys
     import lightning.pytorch as pl
     import torch
-    from trainer.callbacks import Profile
+    from trainer.run.callbacks import Profile
 
     class Tiny(pl.LightningModule):
         def __init__(self):

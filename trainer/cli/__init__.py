@@ -1,7 +1,9 @@
 """The ``trainer`` command. Thin: parse, call one library function, print.
 
-NeMo, megatron-core and torch are imported inside the commands, so
-``trainer --help`` is instant.
+``run`` lives here; ``export.py`` and ``evaluate.py`` hold the other commands. NeMo,
+megatron-core and torch are imported inside the commands, so ``trainer --help`` is instant.
+
+May import: ``trainer.run``, ``trainer.convert``, ``trainer.evaluate``. Nothing imports from here.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
       trainer run configs/qwen25_05b_ja_lora.yaml --dry-run
       trainer run configs/qwen25_05b_ja_lora.yaml run_dir=runs/try2 schedule.max_steps=120
     """
-    from trainer.config import load_config
+    from trainer.run.config import load_config
 
     try:
         cfg = load_config(config, list(overrides))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    from trainer.launch import run
+    from trainer.run.launch import run
 
     try:
         run(cfg, dry_run=dry_run, echo=click.echo)
@@ -51,11 +53,8 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
 
 
 # Commands that live in their own modules (each keeps its heavy imports inside the function).
-from trainer.evaluate.cli import check_env, eval_command, generate, monitor  # noqa: E402
-from trainer.export_cli import export  # noqa: E402
+from trainer.cli.evaluate import check_env, eval_command, generate, monitor  # noqa: E402
+from trainer.cli.export import export  # noqa: E402
 
 for _command in (eval_command, generate, monitor, check_env, export):
     main.add_command(_command)
-
-if __name__ == "__main__":
-    main()

@@ -83,7 +83,7 @@ def eval_command(model, texts, jcqa, baseline, fewshot, fewshot_file, max_docs, 
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False),
               help="Base model directory: its continuations go in a second column.")
 @click.option("--prompts", "prompts_path", type=click.Path(exists=True, dir_okay=False),
-              help="One prompt per line ('#' comments; \\n for a line break). Default: trainer/prompts/ja_default.txt.")
+              help="One prompt per line ('#' comments; \\n for a line break). Default: trainer/evaluate/prompts/ja_default.txt.")
 @click.option("-o", "--output", default="generations.md", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--max-new-tokens", default=128, show_default=True)
 @click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling.")

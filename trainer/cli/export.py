@@ -1,4 +1,4 @@
-"""``trainer export``: thin click layer over :func:`trainer.export.export`.
+"""``trainer export``: thin click layer over :func:`trainer.convert.export.export`.
 
 Registered into the ``trainer`` group by ``trainer/cli.py``; NeMo and torch are
 imported inside the command so ``--help`` stays instant.
@@ -40,8 +40,8 @@ def export(checkpoint: str, output: str, base: str | None, adapter_only: bool, d
           -o exports/qwen25_05b_ja
       trainer export CKPT -o exports/adapter --adapter-only
     """
-    from trainer.export import ExportParityError
-    from trainer.export import export as run_export
+    from trainer.convert.export import ExportParityError
+    from trainer.convert.export import export as run_export
 
     try:
         result = run_export(checkpoint, output, base=base, adapter_only=adapter_only, dtype=dtype,

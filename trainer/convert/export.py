@@ -1,9 +1,9 @@
 """``trainer export``: NeMo 2 checkpoint (LoRA or full) -> Hugging Face directory, parity-checked.
 
 Steps: load the checkpoint into a float32 megatron-core model on the CPU
-(:mod:`trainer.export_nemo`; a LoRA checkpoint brings its base), fold the LoRA
+(:mod:`trainer.convert.export_nemo`; a LoRA checkpoint brings its base), fold the LoRA
 adapters into the weights and map the names and fused layouts to Hugging Face
-Qwen2 (:mod:`trainer.export_mapping`), write ``config.json``, ``model.safetensors``,
+Qwen2 (:mod:`trainer.convert.export_mapping`), write ``config.json``, ``model.safetensors``,
 ``generation_config.json`` and the tokenizer files, and the adapter alone in PEFT's
 format under ``adapter/``. Then the written directory is loaded back with
 ``AutoModelForCausalLM`` and scored on a fixed batch beside the NeMo model (adapters
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.export_mapping import Qwen2Shape, adapters_to_peft, merge_lora, to_hf
+from trainer.convert.export_mapping import Qwen2Shape, adapters_to_peft, merge_lora, to_hf
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -121,11 +121,11 @@ def _write_adapter(out: Path, adapters: dict, shape: Qwen2Shape, lora, dtype: to
 
 
 def _parity(hf_model, nemo_model, tolerance: float) -> dict:
-    from trainer.export_nemo import cpu_shims
-    from trainer.importer import fixed_batch, parity_losses
+    from trainer.convert.parity import fixed_batch, parity_losses
+    from trainer.megatron.cpu_shims import megatron_on_cpu
 
     ids = fixed_batch(int(hf_model.config.vocab_size))
-    with cpu_shims():
+    with megatron_on_cpu():
         hf_loss, nemo_loss = parity_losses(hf_model, nemo_model, ids)
     result = {"nemo_loss": nemo_loss, "hf_loss": hf_loss, "tolerance": tolerance, "batch": list(ids.shape)}
     if not abs(hf_loss - nemo_loss) <= tolerance:  # also catches NaN
@@ -140,7 +140,7 @@ def export(checkpoint: str | Path, output: str | Path, *, base: str | Path | Non
            adapter_only: bool = False, dtype: str = "bf16", parity_check: bool = True,
            tolerance: float = 1e-3) -> ExportResult:
     """Export ``checkpoint`` to ``output`` (which must not exist); see the module docstring."""
-    from trainer import export_nemo
+    from trainer.convert import export_nemo
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype: {dtype!r}; choose one of {sorted(DTYPES)}")

@@ -1,6 +1,6 @@
 """megatron-core (NeMo) Qwen2 weights -> Hugging Face Qwen2 weights, and LoRA merging.
 
-Pure torch: no NeMo import. The reverse of what ``trainer.importer`` does, written
+Pure torch: no NeMo import. The reverse of what ``trainer.convert.importer`` does, written
 out here because NeMo 2.7.3's exporter maps the layer norms from TE-fused names and
 fails without TransformerEngine.
 

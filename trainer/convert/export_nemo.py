@@ -111,7 +111,7 @@ def load(path: Path, base: Path | None = None) -> LoadedCheckpoint:
     """Build the checkpoint's model in float32 on the CPU and load its weights (and LoRA)."""
     from nemo.lightning import MegatronStrategy, Trainer, _strategy_lib, io
 
-    from trainer import nemo_patches
+    from trainer.megatron import nemo_patches
 
     path = Path(path)
     if not is_checkpoint(path):
@@ -155,7 +155,7 @@ def apply_lora(model, lora) -> None:
     """Wrap ``model``'s target layers with ``lora``'s adapters, created on the CPU."""
     from nemo.lightning import _strategy_lib
 
-    from trainer import nemo_patches
+    from trainer.megatron import nemo_patches
 
     nemo_patches.patch_lora_without_te()
     with _strategy_lib.megatron_cpu_init_context(model.config):  # else adapters go to cuda.current_device()
@@ -167,11 +167,3 @@ def close(loaded: LoadedCheckpoint) -> None:
     from nemo.lightning import teardown
 
     teardown(loaded.trainer, loaded.model)
-
-
-def cpu_shims():
-    """``trainer.cpu_shims``' context manager for megatron's CUDA calls (its name changed while
-    this module was written: ``megatron_on_cpu``, formerly ``cuda_shims_on_cpu``)."""
-    from trainer import cpu_shims as shims
-
-    return (getattr(shims, "megatron_on_cpu", None) or shims.cuda_shims_on_cpu)()

@@ -1,74 +1,121 @@
 """Hugging Face Qwen2 checkpoint -> NeMo checkpoint, refused unless the losses agree.
 
-The import goes through :class:`trainer.nemo_patches.Qwen2LocalImporter` (upstream's
-importer with the layer-norm and embedding-tying fixes). Between converting the
-weights and saving, the Hugging Face model and the converted NeMo model score the
-same fixed batch in float32; if the losses differ by more than ``tolerance``
-(1e-3) nothing is saved and :class:`ImportParityError` says by how much.
+Replaces (upstream nemo-toolkit 2.7.3) ``nemo.collections.llm.gpt.model.qwen2.HFQwen2Importer``
+for :class:`trainer.megatron.model.JaQwen2Model`, with two fixes:
+
+- upstream maps ``input_layernorm``/``post_attention_layernorm`` to the TE-fused names
+  ``linear_qkv.layer_norm_weight``/``linear_fc1.layer_norm_weight``; with megatron-core's
+  local layers those keys do not exist and the norms silently keep their initial values
+  (HF loss 6.981 vs NeMo 6.921 on a tiny model). :class:`Qwen2LocalImporter` maps them to
+  the local names;
+- upstream hard-codes untied embeddings (Qwen2.5-0.5B would become ~630M parameters); here
+  the checkpoint's ``tie_word_embeddings`` is kept.
+
+Between converting the weights and saving, :func:`trainer.convert.parity.check_parity`
+scores both models on a fixed batch; if the losses differ by more than 1e-3 nothing is
+saved. ``tests/test_trainer_nemo.py`` fails if upstream's mapping changes.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
+from nemo.collections.llm.gpt.model.qwen2 import HFQwen2Importer, Qwen2Config
+from nemo.lightning import io
 
-from trainer.cpu_shims import megatron_on_cpu
+from trainer.convert.parity import ImportParityError, check_parity  # noqa: F401  (ImportParityError: raised through here)
+from trainer.megatron.cpu_shims import megatron_on_cpu
+from trainer.megatron.layers import local_layer_spec, sdpa_layer_spec
+from trainer.megatron.model import JaQwen2Model
+from trainer.megatron.nemo_patches import apply_no_te_settings
 
-
-class ImportParityError(RuntimeError):
-    """The imported NeMo model does not compute what the Hugging Face model computes."""
-
-
-def fixed_batch(vocab_size: int, batch: int = 2, seq: int = 64, seed: int = 0) -> torch.Tensor:
-    """Deterministic token ids for the parity check."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (batch, seq), generator=gen)
-
-
-def _next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    logits = logits[:, :-1].float()
-    return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
-
-
-def _mcore_module(model):
-    module = model
-    while hasattr(module, "module") and not hasattr(module, "decoder"):
-        module = module.module
-    return module
+# Upstream's TE-fused targets that our importer replaces (checked by the tests).
+UPSTREAM_NORM_TARGETS = {
+    "model.layers.*.input_layernorm.weight": "decoder.layers.*.self_attention.linear_qkv.layer_norm_weight",
+    "model.layers.*.post_attention_layernorm.weight": "decoder.layers.*.mlp.linear_fc1.layer_norm_weight",
+}
+LOCAL_NORM_TARGETS = {
+    "model.layers.*.input_layernorm.weight": "decoder.layers.*.input_layernorm.weight",
+    "model.layers.*.post_attention_layernorm.weight": "decoder.layers.*.pre_mlp_layernorm.weight",
+}
 
 
-@torch.no_grad()
-def parity_losses(hf_model, nemo_model, ids: torch.Tensor) -> tuple[float, float]:
-    """Next-token loss of the HF and the NeMo model on ``ids``, both in float32."""
-    mcore = _mcore_module(nemo_model)
-    hf_dtype, nemo_dtype = next(hf_model.parameters()).dtype, next(mcore.parameters()).dtype
-    hf_model.float().eval()
-    mcore.float().eval()
-    try:
-        hf_loss = _next_token_loss(hf_model(input_ids=ids).logits, ids)
-        seq = ids.shape[1]
-        position_ids = torch.arange(seq).unsqueeze(0).expand_as(ids)
-        mask = torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1)[None, None]
-        with megatron_on_cpu():
-            nemo_loss = _next_token_loss(mcore(ids, position_ids, mask), ids)
-    finally:
-        hf_model.to(hf_dtype)
-        mcore.to(nemo_dtype)
-    return hf_loss, nemo_loss
+@io.model_importer(JaQwen2Model, "hf")
+class Qwen2LocalImporter(HFQwen2Importer):
+    """HFQwen2Importer with non-TE layer-norm names and the checkpoint's embedding tying.
 
+    ``layer_spec`` is set by :func:`import_hf` before ``apply``.
+    """
 
-def check_parity(hf_model, nemo_model, tolerance: float = 1e-3) -> tuple[float, float]:
-    ids = fixed_batch(int(hf_model.config.vocab_size))
-    hf_loss, nemo_loss = parity_losses(hf_model, nemo_model, ids)
-    if not (math.isfinite(nemo_loss) and abs(hf_loss - nemo_loss) <= tolerance):
-        raise ImportParityError(
-            f"import parity failed: Hugging Face loss {hf_loss:.6f}, NeMo loss {nemo_loss:.6f} "
-            f"(|diff| {abs(hf_loss - nemo_loss):.2e} > {tolerance:g}) on a fixed batch of {tuple(ids.shape)}; "
-            "weights were mapped wrongly (layer norms? tied embeddings?): not saving the checkpoint"
+    layer_spec = staticmethod(sdpa_layer_spec)
+    parity_tolerance = 1e-3
+    parity_losses: tuple[float, float] | None = None
+
+    def apply(self, output_path, trust_remote_code=None):
+        """Upstream's apply with the parity check between conversion and saving."""
+        from nemo.lightning import teardown
+        from transformers import AutoModelForCausalLM
+
+        self.trust_remote_code = trust_remote_code
+        source = AutoModelForCausalLM.from_pretrained(str(self), dtype=torch.float32)
+        target = self.init()
+        trainer = self.nemo_setup(target, ckpt_async_save=False)  # async save needs CUDA
+        self.convert_state(source, target)
+        type(self).parity_losses = check_parity(source, target, self.parity_tolerance)
+        if torch.cuda.is_available():
+            self.nemo_save(output_path, trainer)
+        else:
+            with megatron_on_cpu():  # the writer calls torch.cuda.synchronize()
+                self.nemo_save(output_path, trainer)
+        teardown(trainer, target)
+        return output_path
+
+    def init(self) -> JaQwen2Model:
+        return JaQwen2Model(self.config, tokenizer=self.tokenizer)
+
+    def convert_state(self, source, target):
+        tied = target.config.share_embeddings_and_output_weights
+        original = io.apply_transforms
+
+        def apply_transforms(src, tgt, mapping, transforms=(), **kwargs):
+            mapping = {k: LOCAL_NORM_TARGETS.get(k, v) for k, v in mapping.items()}
+            if tied:
+                mapping.pop("lm_head.weight", None)
+            return original(src, tgt, mapping=mapping, transforms=transforms, **kwargs)
+
+        io.apply_transforms = apply_transforms  # scoped to the upstream call below
+        try:
+            return super().convert_state(source, target)
+        finally:
+            io.apply_transforms = original
+
+    @property
+    def config(self) -> Qwen2Config:
+        """Built here rather than by upstream: keeps ``tie_word_embeddings`` and reads
+        the HF config's dtype under either name (transformers 4 ``torch_dtype``, 5 ``dtype``)."""
+        from transformers import AutoConfig, GenerationConfig
+
+        hf = AutoConfig.from_pretrained(str(self))
+        try:
+            generation_config = GenerationConfig.from_pretrained(str(self))
+        except OSError:
+            generation_config = None
+        config = Qwen2Config(
+            num_layers=hf.num_hidden_layers, hidden_size=hf.hidden_size, ffn_hidden_size=hf.intermediate_size,
+            num_attention_heads=hf.num_attention_heads, num_query_groups=hf.num_key_value_heads,
+            init_method_std=hf.initializer_range, layernorm_epsilon=hf.rms_norm_eps, gated_linear_unit=True,
+            make_vocab_size_divisible_by=128, rotary_base=getattr(hf, "rope_theta", 1_000_000.0),
+            share_embeddings_and_output_weights=bool(getattr(hf, "tie_word_embeddings", False)),
+            vocab_size=hf.vocab_size, seq_length=hf.max_position_embeddings,
+            # float32 throughout: the local layer norms are created in float32 whatever
+            # params_dtype says, and NeMo's apply_transforms refuses a dtype change.
+            params_dtype=torch.float32, bf16=False, fp16=False,
+            generation_config=generation_config, transformer_layer_spec=type(self).layer_spec,
         )
-    return hf_loss, nemo_loss
+        apply_no_te_settings(config)
+        return config
+
 
 
 def import_hf(hf_dir: str | Path, output_path: str | Path, *, attention: str = "sdpa",
@@ -77,13 +124,9 @@ def import_hf(hf_dir: str | Path, output_path: str | Path, *, attention: str = "
     from nemo.collections import llm
     from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config500M
 
-    from trainer import nemo_patches
-
-    nemo_patches.Qwen2LocalImporter.layer_spec = staticmethod(
-        nemo_patches.sdpa_layer_spec if attention == "sdpa" else nemo_patches.local_layer_spec
-    )
-    nemo_patches.Qwen2LocalImporter.parity_tolerance = tolerance
+    Qwen2LocalImporter.layer_spec = staticmethod(sdpa_layer_spec if attention == "sdpa" else local_layer_spec)
+    Qwen2LocalImporter.parity_tolerance = tolerance
     return Path(llm.import_ckpt(
-        model=nemo_patches.JaQwen2Model(Qwen2Config500M()), source=f"hf://{Path(hf_dir).resolve()}",
+        model=JaQwen2Model(Qwen2Config500M()), source=f"hf://{Path(hf_dir).resolve()}",
         output_path=Path(output_path), overwrite=overwrite,
     ))

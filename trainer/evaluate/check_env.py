@@ -117,7 +117,7 @@ def judge_transformer_engine(version: str | None) -> Check:
                      "runs with megatron-core's local layer spec: keep model.attention: sdpa (local attention "
                      "materialises the s x s scores, ~10.6 GiB at micro batch 4, seq 2048, and is slower); "
                      "fused kernels (masked softmax, gradient-accumulation, RoPE fusion) are off; NeMo's LoRA and "
-                     "HF import/export need trainer/nemo_patches.py")
+                     "HF import/export need trainer/megatron/nemo_patches.py")
     return Check("transformer-engine", OK, version)
 
 

@@ -15,7 +15,7 @@ import html
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "ja_default.txt"
+DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "ja_default.txt"
 
 
 @dataclass(frozen=True)

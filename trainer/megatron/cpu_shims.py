@@ -5,6 +5,11 @@ which run on the CPU even on a GPU machine: megatron's rotary embedding moves
 ``inv_freq`` to ``torch.cuda.current_device()`` (so it would land on the GPU
 while the model is on the CPU), and its checkpoint writer calls
 ``torch.cuda.synchronize()`` (which fails without CUDA).
+
+Upstream (torch, megatron-core 0.15.3): swaps ``torch.cuda.current_device`` and
+``torch.cuda.synchronize`` inside a ``with`` block only.
+Guard: ``tests/test_trainer_nemo.py::test_import_parity_passes_with_fix_and_fails_with_upstream_mapping``
+(the import runs on the CPU through these).
 """
 
 from __future__ import annotations

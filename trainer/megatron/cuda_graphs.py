@@ -16,9 +16,13 @@ without that flag and only knows TransformerEngine's graphs (``enable_cuda_graph
 asserts TE). :func:`enable` sets the megatron option directly and
 :func:`install_graph_safe_rng` makes NeMo's tracker graph-safe.
 
-Limits (megatron's, checked by ``trainer.config.validate``): no activation recompute;
+Limits (megatron's, checked by ``trainer.run.config.validate``): no activation recompute;
 every micro batch must have the same shape (true for GPTDataset samples). Dropout
 inside a layer draws from the graph-safe generator, so it stays random per replay.
+
+Upstream (megatron-core 0.15.3 / nemo-toolkit 2.7.3): wraps ``tensor_parallel.random.initialize_rng_tracker``
+and sets ``TransformerConfig.cuda_graph_impl``/``cuda_graph_scope`` directly (NeMo's ``enable_cuda_graph`` asserts TE).
+Guard: ``tests/test_trainer_cuda_graphs.py``.
 """
 
 from __future__ import annotations

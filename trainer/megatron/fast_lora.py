@@ -14,6 +14,10 @@ same thing with ``torch.nn.functional.linear`` on the same parameters: dropout,
 and checkpoints are unchanged (the adapters are NeMo's own modules); anything else
 (tensor or sequence parallelism, experts, activation offloading) keeps NeMo's forward.
 ``tests/test_trainer_fast_lora.py`` compares both on a real megatron-core model.
+
+Upstream (nemo-toolkit 2.7.3): subclasses ``nemo.collections.llm.peft.lora.LoRA`` and replaces
+``nemo.collections.llm.peft.utils.ParallelLinearAdapter.forward`` per adapter, on one rank.
+Guard: ``tests/test_trainer_fast_lora.py``.
 """
 
 from __future__ import annotations

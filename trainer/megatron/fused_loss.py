@@ -28,6 +28,9 @@ everything else (inference, no labels, multi-token prediction, tensor parallelis
 an output bias) goes through upstream's code unchanged.
 ``tests/test_trainer_fused_loss.py`` checks it against upstream's loss and gradients
 on a real megatron-core model and fails if ``_postprocess`` changes its signature.
+
+Upstream (megatron-core 0.15.3): replaces ``models.gpt.gpt_model.GPTModel._postprocess`` on an instance.
+Guard: ``tests/test_trainer_fused_loss.py``.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def install(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
     signature = inspect.signature(upstream)
     missing = [p for p in POSTPROCESS_PARAMS if p not in signature.parameters]
     if missing:
-        raise RuntimeError(f"megatron-core's GPTModel._postprocess lost {missing}: re-check trainer/fused_loss.py")
+        raise RuntimeError(f"megatron-core's GPTModel._postprocess lost {missing}: re-check trainer/megatron/fused_loss.py")
 
     def _postprocess(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)

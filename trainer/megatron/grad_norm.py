@@ -14,6 +14,10 @@ device and returns it there, like upstream's ``l2_cuda``; the one ``.item()`` th
 swaps it in for megatron's fallback (the module global that megatron itself picks among
 apex, TE and local implementations at import); with apex or TE present it changes nothing.
 ``tests/test_trainer_grad_norm.py`` fails if upstream stops using that global.
+
+Upstream (megatron-core 0.15.3): replaces ``optimizer.clip_grads.l2_norm_impl`` (the fallback
+``megatron.core.utils.local_multi_tensor_l2_norm``).
+Guard: ``tests/test_trainer_grad_norm.py``.
 """
 
 from __future__ import annotations

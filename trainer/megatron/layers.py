@@ -17,7 +17,7 @@
   (``_apply_rotary_pos_emb_bshd``) through ``torch.compile`` on CUDA: the same
   arithmetic in one kernel forward and one backward.
 
-* megatron-core's local CUDA graphs (``model.cuda_graphs``, ``trainer/cuda_graphs.py``)
+* megatron-core's local CUDA graphs (``model.cuda_graphs``, ``trainer/megatron/cuda_graphs.py``)
   also graph passes without autograd, and NeMo's preflight validation runs before the
   first training step: the layers then recorded forward-only graphs, which the
   training step replayed and whose backward failed on one H100 ("Tried replaying bwd
@@ -27,6 +27,12 @@
 :func:`sdpa_layer_spec` is megatron-core's local layer spec with all of these.
 ``tests/test_trainer_layers.py`` checks outputs and gradients against the unmodified
 local spec and fails if the upstream signatures these rely on change.
+
+Upstream (megatron-core 0.15.3): replaces ``transformer.dot_product_attention.DotProductAttention``
+(core attention), ``tensor_parallel.layers.ColumnParallelLinear``/``RowParallelLinear``.forward on one
+rank, ``transformer.attention.SelfAttention``'s rotary step and ``transformer.transformer_layer.TransformerLayer``'s
+graph capture, inside ``models.gpt.gpt_layer_specs.get_gpt_layer_local_spec``.
+Guard: ``tests/test_trainer_layers.py``.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.presets import PRESETS
+from trainer.run.presets import PRESETS
 
 
 @dataclass
 class ModelConfig:
     preset: str = "qwen2.5-0.5b"
-    """Architecture: ``qwen2.5-0.5b`` or ``tiny`` (tests); see ``trainer/presets.py``."""
+    """Architecture: ``qwen2.5-0.5b`` or ``tiny`` (tests); see ``trainer/run/presets.py``."""
     base: str | None = None
     """Weights to start from: a Hugging Face directory (imported once, with the parity
     check) or a NeMo checkpoint directory made by a previous import."""
@@ -41,7 +41,7 @@ class ModelConfig:
     """Core attention without TransformerEngine: ``sdpa`` (torch scaled_dot_product_attention,
     no s x s scores in memory) or ``local`` (megatron-core's DotProductAttention)."""
     fused_loss: bool = True
-    """Compute the output layer and the cross-entropy chunk by chunk (``trainer/fused_loss.py``):
+    """Compute the output layer and the cross-entropy chunk by chunk (``trainer/megatron/fused_loss.py``):
     the same loss and gradients without the full ``[tokens, vocab]`` logits in memory."""
     loss_chunk_tokens: int = 4096
     """Tokens per chunk of the fused loss (bf16 logits of one chunk: chunk x vocab x 2 bytes)."""
@@ -54,7 +54,7 @@ class ModelConfig:
     for most of the activation memory. None: keep all activations."""
     cuda_graphs: bool = True
     """GPU only: capture each transformer layer's forward and backward once as CUDA graphs
-    and replay them (megatron-core's own graphs, ``trainer/cuda_graphs.py``), so the host
+    and replay them (megatron-core's own graphs, ``trainer/megatron/cuda_graphs.py``), so the host
     no longer launches every kernel (~2x faster LoRA steps on one H100). Excludes
     ``recompute``: set this to false to use it."""
 
@@ -88,7 +88,7 @@ class PeftConfig:
     """Megatron module names: linear_qkv (fused q,k,v), linear_proj (o), linear_fc1, linear_fc2."""
     lean_adapters: bool = True
     """On one tensor-parallel rank, run NeMo's LoRA adapters through plain ``F.linear``
-    (``trainer/fast_lora.py``): same parameters and checkpoints, less host time per step."""
+    (``trainer/megatron/fast_lora.py``): same parameters and checkpoints, less host time per step."""
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.config import TrainConfig
-from trainer.presets import ModelPreset
+from trainer.run.config import TrainConfig
+from trainer.run.presets import ModelPreset
 
 
 def random_hf_model(preset: ModelPreset, tok, out_dir: Path, seed: int) -> Path:
@@ -35,8 +35,8 @@ def random_hf_model(preset: ModelPreset, tok, out_dir: Path, seed: int) -> Path:
 
 def prepare_base(cfg: TrainConfig, tok, preset: ModelPreset) -> Path:
     """The NeMo checkpoint the run starts from, importing it first if needed."""
-    from trainer.importer import import_hf
-    from trainer.recipe import base_checkpoint
+    from trainer.convert.importer import import_hf
+    from trainer.run.recipe import base_checkpoint
 
     target = base_checkpoint(cfg)
     if (target / "context").is_dir() and (target / "weights").is_dir():
@@ -53,7 +53,7 @@ def prepare_base(cfg: TrainConfig, tok, preset: ModelPreset) -> Path:
 
 def run(cfg: TrainConfig, *, dry_run: bool, echo=print) -> None:
     """Check, plan and (unless ``dry_run``) train."""
-    from trainer.recipe import build, dataset_sizes, format_plan, model_tokenizer, plan
+    from trainer.run.recipe import build, dataset_sizes, format_plan, model_tokenizer, plan
 
     tok = model_tokenizer(cfg.model.tokenizer)
     accelerator = "cpu" if dry_run else "gpu"
@@ -65,8 +65,8 @@ def run(cfg: TrainConfig, *, dry_run: bool, echo=print) -> None:
         # Issue 4: damaged or partial checkpoints are moved to run_dir/quarantine before NeMo's
         # AutoResume looks (a dry run only reports); resume_from_path is set only when NeMo's own
         # choice (the newest *-last) would not be the newest good checkpoint.
-        from trainer.checkpoints import prepare_resume
-        from trainer.recipe import checkpoint_dir
+        from trainer.run.checkpoints import prepare_resume
+        from trainer.run.recipe import checkpoint_dir
 
         _, explicit = prepare_resume(checkpoint_dir(cfg), Path(cfg.run_dir) / "quarantine", move=not dry_run,
                                      echo=echo)

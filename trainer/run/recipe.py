@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import TrainConfig, shard_blend
-from trainer.data import check_shards
-from trainer.presets import ModelPreset, get_preset
+from trainer.run.config import TrainConfig, shard_blend
+from trainer.run.data import check_shards
+from trainer.run.presets import ModelPreset, get_preset
 
 
 @dataclass
@@ -66,7 +66,8 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
     """megatron/NeMo Qwen2Config with the preset's numbers written through."""
     from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config
 
-    from trainer import nemo_patches
+    from trainer.megatron import nemo_patches
+    from trainer.megatron.layers import local_layer_spec, sdpa_layer_spec
 
     bf16 = cfg.optim.precision == "bf16-mixed"
     import torch
@@ -79,8 +80,7 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
         layernorm_epsilon=preset.rms_norm_eps, seq_length=cfg.data.seq_length,
         bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
-        transformer_layer_spec=(nemo_patches.sdpa_layer_spec if cfg.model.attention == "sdpa"
-                                else nemo_patches.local_layer_spec),
+        transformer_layer_spec=sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec,
     )
     nemo_patches.apply_no_te_settings(config)
     if cfg.model.fusions and torch.cuda.is_available():
@@ -91,7 +91,7 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
         config.recompute_granularity = "selective"
         config.recompute_modules = list(cfg.model.recompute)
     if cfg.model.cuda_graphs:
-        from trainer import cuda_graphs
+        from trainer.megatron import cuda_graphs
 
         cuda_graphs.enable(config)
     return config
@@ -104,14 +104,14 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule
     from megatron.core.optimizer import OptimizerConfig
 
-    from trainer import nemo_patches
-    from trainer import grad_norm
-    from trainer.callbacks import MetricsFile, Preflight, Profile
-    from trainer.data import build_data_module, nemo_tokenizer
+    from trainer.megatron import grad_norm, nemo_patches
+    from trainer.megatron.model import JaQwen2Model
+    from trainer.run.callbacks import MetricsFile, Preflight, Profile
+    from trainer.run.data import build_data_module, nemo_tokenizer
 
     nemo_patches.patch_lora_without_te()
     if cfg.model.cuda_graphs and accelerator == "gpu":
-        from trainer import cuda_graphs
+        from trainer.megatron import cuda_graphs
 
         cuda_graphs.install_graph_safe_rng()  # before NeMo creates megatron's RNG tracker
     grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
@@ -124,11 +124,11 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         global_batch_size=s.global_batch_size, num_workers=cfg.data.num_workers, seed=cfg.data.seed,
         index_dir=str(run_dir / "index_cache"), causal_mask=True,  # gpt_forward_step asserts one without TE
     )
-    run.model = nemo_patches.JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
+    run.model = JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
     if cfg.model.fused_loss:
         run.model.fused_loss_chunk_tokens = cfg.model.loss_chunk_tokens
     if cfg.peft.method == "lora":
-        from trainer.fast_lora import LeanLoRA
+        from trainer.megatron.fast_lora import LeanLoRA
 
         lora_cls = LeanLoRA if cfg.peft.lean_adapters else llm.peft.LoRA
         run.peft = lora_cls(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,

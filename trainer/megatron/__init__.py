@@ -1,0 +1,10 @@
+"""Plug-ins that make NeMo 2.7.3 / megatron-core 0.15.3 fast and correct without TransformerEngine.
+
+Each module replaces or patches one upstream piece, says at its top which upstream
+version and symbol, and names the test that fails when upstream changes under it:
+``layers`` (layer spec, SDPA core attention, lean linears), ``fused_loss``, ``fast_lora``,
+``grad_norm``, ``cuda_graphs``, ``nemo_patches``, ``cpu_shims``, ``model`` (the NeMo model
+class), ``unwrap``.
+
+May import: upstream packages only; nothing else from ``trainer``.
+"""

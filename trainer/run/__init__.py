@@ -1,0 +1,8 @@
+"""One training run: config -> checked inputs -> NeMo objects -> train -> checkpoints.
+
+``config`` (typed dataclasses), ``presets`` (model numbers), ``data`` (our shards checked,
+NeMo's data module), ``recipe`` (the NeMo objects), ``launch`` (``trainer run``),
+``callbacks`` (metrics file, preflight, profile), ``checkpoints`` (resume, quarantine).
+
+May import: ``trainer.megatron``, ``trainer.convert``, ``jpcorpus``. Not ``trainer.cli``.
+"""
