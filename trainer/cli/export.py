@@ -1,6 +1,6 @@
 """``trainer export``: thin click layer over :func:`trainer.convert.export.export`.
 
-Registered into the ``trainer`` group by ``trainer/cli.py``; NeMo and torch are
+Registered into the ``trainer`` group by ``trainer/cli/__init__.py``; NeMo and torch are
 imported inside the command so ``--help`` stays instant.
 """
 
