@@ -1,5 +1,5 @@
 """trainer.megatron.cuda_graphs: the CPU-checkable half of ``model.cuda_graphs`` (capture and
-replay need a GPU; bench/trainer_h100.py measures them there)."""
+replay need a GPU; bench/trainer_speed.py measures them there)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""GPU benchmark of ``trainer run`` on one H100: resume demonstration and speed table.
+"""GPU benchmark of ``trainer run`` on one NVIDIA GPU (H100, H200): resume demonstration and speed table.
 
-    python3 bench/trainer_h100.py --out results/h100 --stage all --steps 120 --val-every 40 --kill-after 90
-    python3 bench/trainer_h100.py --out results/h100 --stage speed --speed-steps 16 --baseline-micro 8 \
+    python3 bench/trainer_speed.py --out results/h100 --stage all --steps 120 --val-every 40 --kill-after 90
+    python3 bench/trainer_speed.py --out results/h100 --stage speed --speed-steps 16 --baseline-micro 8 \
         --variants fused-mb16-rcmlp,fused-mb8 [--profile-variant fused-mb8] [--baseline-full]
 
 ``--stage all`` (or ``baseline`` / ``train``):
