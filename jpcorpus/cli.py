@@ -121,10 +121,8 @@ def inspect_idx(prefixes, verify, decode_n, tokenizer, as_json) -> None:
     for prefix in prefixes:
         try:
             report = lib.summarize(prefix)
-        except FormatError as exc:
-            if not verify:
-                raise
-            report = {"prefix": prefix, "error": str(exc)}
+        except FormatError as exc:  # damaged beyond summarising: a problem in the data (exit 1)
+            report, failed = {"prefix": prefix, "error": str(exc)}, True
         if verify:
             report["problems"] = lib.verify(prefix)
             failed |= bool(report["problems"])
@@ -142,6 +140,8 @@ def inspect_idx(prefixes, verify, decode_n, tokenizer, as_json) -> None:
 
 def _format_report(r: dict) -> str:
     lines = [f"{r['prefix']}"]
+    if "error" in r and "problems" not in r:
+        lines.append(f"  PROBLEM: {r['error']}")
     if "dtype" in r:
         lines.append(f"  format v{r['format_version']}, {r['dtype']}, {r['sequences']:,} sequences, "
                      f"{r['documents']:,} documents, {r['tokens']:,} tokens")

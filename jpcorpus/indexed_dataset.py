@@ -238,6 +238,9 @@ class IndexedDataset:
         self.pointers = index[HEADER_SIZE + 4 * s: HEADER_SIZE + 12 * s].view(np.int64)
         self.doc_indices = index[HEADER_SIZE + 12 * s: expected].view(np.int64)
         self.bin_size = data_file.stat().st_size
+        if self.bin_size % self.dtype.itemsize:
+            raise FormatError(f"{data_file}: {self.bin_size} bytes, not a whole number of {self.dtype.name} "
+                              "tokens: the .bin is truncated")
         self._data = np.memmap(data_file, mode="r", dtype=self.dtype) if self.bin_size else np.empty(0, self.dtype)
 
     @property

@@ -1,8 +1,8 @@
 """Summarise, verify and decode indexed-dataset shards (``jpcorpus inspect-idx``).
 
 Everything here reads through :mod:`jpcorpus.indexed_dataset`, the module that
-writes the format. Checks that scan the whole index or data file go in
-bounded chunks, so a shard of any size can be verified.
+writes the format; the checks of ``--verify`` are :mod:`jpcorpus.verify`'s,
+the same ones ``trainer run`` makes before it trains.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jpcorpus.indexed_dataset import FormatError, IndexedDataset, bin_path, idx_path
-from jpcorpus.sidecar import file_sha256, read_sidecar, tokenizer_mismatches
-
-_CHUNK = 1 << 20
+from jpcorpus.indexed_dataset import IndexedDataset, idx_path
+from jpcorpus.sidecar import read_sidecar, tokenizer_mismatches
 
 
 def summarize(prefix: str | os.PathLike) -> dict:
@@ -64,66 +62,23 @@ def length_histogram(lengths: np.ndarray) -> list[dict]:
 def verify(prefix: str | os.PathLike, vocab_size: int | None = None, check_tokenizer: bool = True) -> list[str]:
     """Every check that can be made; returns the problems found (empty: all good).
 
-    Checks: the index header and sizes (on open), pointers consistent with the
+    The structural and content checks of :mod:`jpcorpus.verify` (the same the
+    trainer runs): the index header and sizes, pointers consistent with the
     lengths, document indices monotonic from 0 to the sequence count, the .bin
-    size equal to the tokens the index describes, every token id in
-    [0, vocab size), and the sidecar's counts, sizes and sha256 against the
-    files; with ``check_tokenizer``, also that the tokenizer the sidecar names
-    still has the fingerprint the sidecar recorded.
+    size equal to the tokens the index describes, the sidecar's counts, sizes
+    and sha256 against the files, every token id in [0, vocab size); with
+    ``check_tokenizer``, also that the tokenizer the sidecar names still has
+    the fingerprint the sidecar recorded.
     """
+    from jpcorpus.verify import verify_shard
+
+    problems = [str(p) for p in verify_shard(prefix, full=True, vocab_size=vocab_size)]
     try:
-        ds = IndexedDataset(prefix)
-    except FormatError as exc:
-        return [str(exc)]
-    problems = _check_index(ds)
-    index_sound = not problems
-    sidecar = read_sidecar(prefix)
-    if sidecar is None:
-        problems.append(f"{prefix}.json: no sidecar, so the tokenizer that made this shard is unknown")
-    else:
-        problems += _check_sidecar(ds, sidecar)
-        vocab_size = vocab_size or sidecar.get("tokenizer", {}).get("vocab_size")
-        if check_tokenizer:
-            problems += _check_tokenizer(sidecar)
-    if vocab_size and index_sound:
-        problems += _check_token_range(ds, int(vocab_size))
-    return problems
-
-
-def _check_index(ds: IndexedDataset) -> list[str]:
-    problems = []
-    itemsize = ds.dtype.itemsize
-    expected_bin = ds.tokens * itemsize
-    if ds.bin_size != expected_bin:
-        problems.append(f"{bin_path(ds.prefix)}: {ds.bin_size} bytes, but the index describes "
-                        f"{ds.tokens} tokens = {expected_bin} bytes: the .bin is truncated or does not belong to this .idx")
-    offset = 0
-    for start in range(0, len(ds), _CHUNK):
-        lengths = np.asarray(ds.lengths[start:start + _CHUNK], dtype=np.int64)
-        if (lengths < 0).any():
-            problems.append(f"{idx_path(ds.prefix)}: negative sequence length near sequence {start}")
-            break
-        ends = np.cumsum(lengths * itemsize) + offset
-        if not np.array_equal(np.asarray(ds.pointers[start:start + _CHUNK]), ends - lengths * itemsize):
-            problems.append(f"{idx_path(ds.prefix)}: sequence pointers disagree with the lengths near sequence {start}")
-            break
-        offset = int(ends[-1])
-    docs = np.asarray(ds.doc_indices)
-    if len(docs) == 0 or docs[0] != 0 or docs[-1] != len(ds) or (np.diff(docs) < 0).any():
-        problems.append(f"{idx_path(ds.prefix)}: document indices are not monotonic from 0 to {len(ds)}")
-    return problems
-
-
-def _check_sidecar(ds: IndexedDataset, sidecar: dict) -> list[str]:
-    problems = []
-    facts = {"documents": ds.documents, "sequences": len(ds), "tokens": ds.tokens, "dtype": ds.dtype.name,
-             "bin_bytes": ds.bin_size, "idx_bytes": idx_path(ds.prefix).stat().st_size}
-    for key, actual in facts.items():
-        if key in sidecar and sidecar[key] != actual:
-            problems.append(f"{ds.prefix}.json: {key} is {sidecar[key]} but the files have {actual}")
-    for key, path in (("bin_sha256", bin_path(ds.prefix)), ("idx_sha256", idx_path(ds.prefix))):
-        if key in sidecar and not problems and file_sha256(path) != sidecar[key]:
-            problems.append(f"{path}: sha256 differs from the sidecar's {key}: the file changed after it was written")
+        sidecar = read_sidecar(prefix)
+    except ValueError:
+        sidecar = None  # reported above
+    if sidecar is not None and check_tokenizer:
+        problems += _check_tokenizer(sidecar)
     return problems
 
 
@@ -137,14 +92,6 @@ def _check_tokenizer(sidecar: dict) -> list[str]:
         return [f"tokenizer {recorded.get('name')!r} named by the sidecar could not be loaded to check it: {exc}"]
     return [f"sidecar's tokenizer {recorded.get('name')!r} differs from that tokenizer today: {m}"
             for m in tokenizer_mismatches(recorded, current)]
-
-
-def _check_token_range(ds: IndexedDataset, vocab_size: int) -> list[str]:
-    for n, chunk in enumerate(ds.iter_token_chunks()):
-        if chunk.size and (int(chunk.max()) >= vocab_size or int(chunk.min()) < 0):
-            bad = chunk[(chunk >= vocab_size) | (chunk < 0)][0]
-            return [f"{bin_path(ds.prefix)}: token id {int(bad)} outside the vocabulary [0, {vocab_size})"]
-    return []
 
 
 def decode_documents(prefix: str | os.PathLike, count: int, tokenizer_name: str | None = None) -> list[str]:
