@@ -22,8 +22,8 @@ and :func:`self_check` check a fresh mask per replay on the GPU, the keep rate a
 backward uses forward's mask). Elsewhere (CPU: tests, tools) :func:`reference_lora_linear`
 computes the same thing with torch ops and a torch generator seeded the same way.
 
-Upstream: Triton 3.x (``tl.rand`` Philox, ``tl.dot``); torch's ``torch.autograd.Function``.
-The NeMo side (which modules are fused) is :mod:`trainer.megatron.fused_lora`.
+Upstream: Triton 3.6 (``tl.rand`` Philox, ``tl.dot``), torch 2.11's ``torch.autograd.Function``; the
+weights are megatron-core 0.15.3's linears and NeMo's adapters, chosen by :mod:`trainer.megatron.fused_lora`.
 Guard: ``tests/test_trainer_lora_kernels.py``.
 """
 
@@ -208,6 +208,7 @@ class _LoRALinear(torch.autograd.Function):
         return grad_x, None, grad_bias, grad_a.to(a.dtype) if need_a else None, grad_b, None, None
 
 
+@torch.compiler.disable  # inside a compiled layer: Dynamo calls it as it is (Triton kernels, device seed)
 def lora_linear(x, weight, bias, a, b, scale: float, p: float) -> torch.Tensor:
     """``x @ weight^T + bias + scale * dropout_p(x) @ a^T @ b^T`` with ``weight`` (and ``bias``) frozen.
 

@@ -18,7 +18,7 @@ back to torch's choice once, with a warning, and :data:`USED` records what ran
 
 Upstream (torch 2.11 ``torch.nn.attention.sdpa_kernel``/``SDPBackend``, ``scaled_dot_product_attention(enable_gqa=)``;
 megatron-core 0.15.3 ``transformer.dot_product_attention.DotProductAttention`` through :class:`SDPACoreAttention`).
-Guard: ``tests/test_trainer_sdpa_backend.py``.
+Guard: ``tests/test_trainer_fast_spec.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ def supports_enable_gqa() -> bool:
         return "enable_gqa" in (torch.nn.functional.scaled_dot_product_attention.__doc__ or "")
 
 
+@torch.compiler.disable  # a compiled layer (trainer.megatron.compiled_layer) calls this as it is
+def _forced(backend: str, q, k, v, kwargs: dict):
+    with sdpa_kernel([BACKENDS[backend]]):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
 def _expand(k, v, groups: int):
     return k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
 
@@ -67,8 +73,7 @@ class BackendSDPACoreAttention(SDPACoreAttention):
         tag = f"{backend}{'+gqa' if gqa else ''}"
         if backend in BACKENDS and backend not in _FALLEN_BACK and q.is_cuda:
             try:
-                with sdpa_kernel([BACKENDS[backend]]):
-                    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+                out = _forced(backend, q, k, v, kwargs)
                 USED[tag] = USED.get(tag, 0) + 1
                 return out
             except RuntimeError as exc:  # "No available kernel": shapes, dtype, mask or build
