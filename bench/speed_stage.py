@@ -169,6 +169,23 @@ class Stage:
                 break
             time.sleep(0.2)
         self.granted = [(n, round(t - self.t0, 1)) for n, t in self.turns.granted]
+        self.note_missing()
+
+    def note_missing(self) -> None:
+        """A row for everything asked for that has none: the worker's exit code and last log line."""
+        have = {r["row"] for r in read_rows(self.out / "rows.jsonl")}
+        wanted = [(row, name) for name, group in peer_groups([r for r in self.args.peer_rows.split(",") if r])
+                  for row in group] + [(v, "nemo") for v in self.variants]
+        with open(self.out / "rows.jsonl", "a") as f:
+            for row, name in wanted:
+                if row in have:
+                    continue
+                procs = [(n, p) for n, p in self.procs.items() if n == name or n.startswith(name + "-")]
+                code = procs[-1][1].returncode if procs else None
+                log = self.logs / f"{procs[-1][0]}.log" if procs else None
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log and log.is_file() else []
+                f.write(json.dumps({"row": row, "kind": "ours" if name == "nemo" else "peer",
+                                    "error": f"not measured (worker exit {code}): {' '.join(tail)[:300]}"}) + "\n")
 
 
 def mfu(row: dict) -> float:
