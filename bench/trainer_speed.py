@@ -304,7 +304,7 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=4)
     ap.add_argument("--baseline-micro", default="4,8", help="micro batch sizes of the baseline, comma-separated")
     ap.add_argument("--profile", default=None, help="START,END: profile these steps of the (resumed) run")
-    ap.add_argument("--stage", default="all", help="all | baseline | train | speed | speed-processes")
+    ap.add_argument("--stage", default="all", help="all | baseline | train | speed | speed-processes | report")
     ap.add_argument("--no-resume", action="store_true", help="one run only, no kill and resume")
     ap.add_argument("--variants", default=SPEED_VARIANTS,
                     help=f"--stage speed: comma-separated names of {sorted(VARIANTS)}")
@@ -313,7 +313,8 @@ def main() -> None:
     ap.add_argument("--peer-site", default="/tmp/peers", help="--stage speed: where the peer wheels are installed")
     ap.add_argument("--nemo-site", default="/tmp/site", help="--stage speed: where NeMo's wheels are installed")
     ap.add_argument("--peer-base", default="/tmp/speed_peer_base", help="--stage speed: the peers' random model")
-    ap.add_argument("--peers-json", action="append", help="--stage speed: also show the peer rows of this rows.jsonl")
+    ap.add_argument("--peers-json", action="append", help="--stage speed: also show the peer rows of this "
+                    "rows.jsonl (an earlier call); --stage report: every row of these files")
     ap.add_argument("--budget-s", type=int, default=560, help="--stage speed: stop everything after this long")
     ap.add_argument("--speed-steps", type=int, default=20)
     ap.add_argument("--variant-timeout", type=int, default=200, help="seconds one variant may take")
@@ -336,6 +337,13 @@ def main() -> None:
 
             args.peer_rows = PEER_ROWS
         speed(args, out, summary)
+        return
+    if args.stage == "report":  # the table of rows measured by earlier calls (--peers-json FILE ...), no GPU
+        from speed_stage import print_report, read_rows
+
+        rows = [r for path in args.peers_json or [] for r in read_rows(Path(path))]
+        summary["verdict"] = print_report(rows, out, args.profile_variant, {})
+        (out / "summary.json").write_text(json.dumps(dict(summary, rows=rows), indent=1))
         return
     if args.stage == "speed-processes":
         speed_processes(args, out, summary)

@@ -77,8 +77,9 @@ TRITON_SCRIPT = textwrap.dedent('''
     import torch
     from trainer.megatron import lora_kernels as lk
     assert lk.triton_ok(torch.zeros(1)), "Triton path not taken"
+    import sys
     gen = torch.Generator().manual_seed(0)
-    n, k, o, r, p = 300, 200, 96, 16, 0.1   # neither a multiple of the block sizes
+    n, k, o, r, p = int(sys.argv[1]), 200, 96, 16, 0.1   # neither a multiple of the block sizes
     x = torch.randn(n, k, generator=gen).requires_grad_()
     w, bias = torch.randn(o, k, generator=gen) / k ** 0.5, torch.randn(o, generator=gen)
     a = (torch.randn(r, k, generator=gen) / k ** 0.5).requires_grad_()
@@ -98,11 +99,12 @@ TRITON_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_triton_kernels_equal_the_reference_in_the_interpreter():
+@pytest.mark.parametrize("rows", [300, 16500])  # small and large block choices of both kernels
+def test_triton_kernels_equal_the_reference_in_the_interpreter(rows):
     pytest.importorskip("triton", reason="Triton is not installed here (the GPU image has it)")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
-    result = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", TRITON_SCRIPT, str(rows)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "triton kernels ok" in result.stdout, result.stderr[-3000:]
 
 

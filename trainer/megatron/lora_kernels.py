@@ -38,7 +38,17 @@ try:  # the CPU machines have no Triton; the GPU image has 3.6
 except ImportError:  # pragma: no cover - depends on the machine
     triton = None
 
-BLOCK_M, BLOCK_K, ROW_BLOCKS_PER_PROGRAM = 64, 128, 4
+BLOCK_M, BLOCK_K = 64, 128
+
+
+def down_block_m(n: int) -> int:
+    """Rows per program of the forward kernel: enough programs for 132 SMs at small micro batches."""
+    return 64 if n >= 16384 else 32 if n >= 8192 else 16
+
+
+def up_row_blocks(n: int) -> int:
+    """Row blocks per program of the backward kernel (fewer partial grad_A rows when there are many)."""
+    return 4 if n >= 4 * BLOCK_M * 40 else 1
 
 if triton is not None:
 
@@ -126,9 +136,9 @@ def dropout_down(x: torch.Tensor, a: torch.Tensor, seed: torch.Tensor | None, p:
     r = a.shape[0]
     h = torch.empty((n, r), device=x.device, dtype=x.dtype)
     dropout = p > 0
-    _down_kernel[(triton.cdiv(n, BLOCK_M),)](
-        x, a, h, seed if dropout else x, n, k, float(p), 1.0 / (1.0 - p), R=r, BM=BLOCK_M, BK=BLOCK_K,
-        DROPOUT=dropout)
+    bm = down_block_m(n)
+    _down_kernel[(triton.cdiv(n, bm),)](
+        x, a, h, seed if dropout else x, n, k, float(p), 1.0 / (1.0 - p), R=r, BM=bm, BK=BLOCK_K, DROPOUT=dropout)
     return h
 
 
@@ -138,13 +148,13 @@ def dropout_up(gh: torch.Tensor, a: torch.Tensor, x: torch.Tensor, seed: torch.T
     given, ``grad_x += (gh @ a) * keep / (1 - p)`` in place; Triton kernel."""
     n, k = x.shape
     r = a.shape[0]
-    rows_per_program = BLOCK_M * ROW_BLOCKS_PER_PROGRAM
-    grid = (triton.cdiv(n, rows_per_program), triton.cdiv(k, BLOCK_K))
+    row_blocks = up_row_blocks(n)
+    grid = (triton.cdiv(n, BLOCK_M * row_blocks), triton.cdiv(k, BLOCK_K))
     partial = torch.empty((grid[0], r, k), device=x.device, dtype=torch.float32)
     dropout = p > 0
     _up_kernel[grid](
         gh, a, x, grad_x if grad_x is not None else x, partial, seed if dropout else x, n, k, float(p),
-        1.0 / (1.0 - p), R=r, BM=BLOCK_M, BK=BLOCK_K, ROW_BLOCKS=ROW_BLOCKS_PER_PROGRAM, DROPOUT=dropout,
+        1.0 / (1.0 - p), R=r, BM=BLOCK_M, BK=BLOCK_K, ROW_BLOCKS=row_blocks, DROPOUT=dropout,
         WANT_GX=grad_x is not None)
     return partial.sum(0)
 
