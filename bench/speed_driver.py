@@ -43,6 +43,8 @@ def cleanup() -> float:
     except ImportError:
         pass
     gc.collect()
+    if not torch.cuda.is_available():  # (a CPU machine: the run itself will say what is wrong)
+        return 0.0
     torch.cuda.empty_cache()
     return torch.cuda.memory_allocated() / 2**30
 
@@ -54,7 +56,7 @@ def cuda_alive() -> bool:
         torch.zeros(1, device="cuda").add_(1)
         torch.cuda.synchronize()
         return True
-    except RuntimeError:
+    except Exception:  # noqa: BLE001  (a CUDA error, or no CUDA at all)
         return False
 
 
@@ -77,7 +79,8 @@ def run_variant(name: str, args, shared: dict) -> dict:
     cfg = load_config(CONFIG, overrides)
     sdpa_backend.USED.clear()
     left = cleanup()
-    torch.cuda.reset_peak_memory_stats()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     row = {"row": name, "kind": "ours", "full": cfg.peft.method == "none", "micro_batch": cfg.schedule.micro_batch_size,
            "overrides": extra, "start_gib": round(left, 2)}
@@ -163,7 +166,9 @@ def main() -> None:
         if "error" in row and not cuda_alive():
             sys.exit(3)
     (out / f"{args.name}.progress").unlink(missing_ok=True)
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    sys.stdout.flush()
     os._exit(0)  # skip NeMo's and multi-storage-client's exit-time handlers
 
 

@@ -316,7 +316,7 @@ def main() -> None:
     ap.add_argument("--peers-json", action="append", help="--stage speed: also show the peer rows of this "
                     "rows.jsonl (an earlier call); --stage report: every row of these files")
     ap.add_argument("--budget-s", type=int, default=560, help="--stage speed: stop everything after this long")
-    ap.add_argument("--speed-steps", type=int, default=20)
+    ap.add_argument("--speed-steps", type=int, default=16, help="steps per speed row (median of 6..N)")
     ap.add_argument("--variant-timeout", type=int, default=200, help="seconds one variant may take")
     ap.add_argument("--profile-variant", default=None, help="--stage speed: profile two late steps of this one")
     ap.add_argument("--baseline-full", action="store_true", help="--stage speed: also HF full-parameter, mb 4")
