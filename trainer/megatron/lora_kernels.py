@@ -258,6 +258,11 @@ def self_check(device="cuda", n: int = 4096, k: int = 896, o: int = 1152, r: int
     for name, got, want in zip(("x", "a", "b"), grads, ref_grads):
         errors[f"grad_{name}"] = ((got.float() - want).abs().max() / want.abs().max()).item()
     graph, static_x = torch.cuda.CUDAGraph(), x.detach().clone()
+    side = torch.cuda.Stream()  # warm up on a side stream first, as torch.cuda.graph asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        lora_linear(static_x, w, None, a.detach(), b.detach(), 2.0, p)
+    torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     with torch.cuda.graph(graph):
         static_out = lora_linear(static_x, w, None, a.detach(), b.detach(), 2.0, p)
