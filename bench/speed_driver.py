@@ -68,7 +68,11 @@ def run_variant(name: str, args, shared: dict) -> dict:
     from trainer.run.launch import run
 
     run_dir = Path(args.run_root) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists():  # an earlier call's checkpoints would be resumed: 16 steps of nothing
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
     for link in ("base", "index_cache"):  # same random weights; the dataset index is built once
         if shared.get(link) and not (run_dir / link).exists():
             (run_dir / link).symlink_to(shared[link])
