@@ -4,7 +4,7 @@
 # Wheels for the peer rows of bench/trainer_speed.py (liger-kernel 0.8.5, Unsloth
 # 2026.10.9 + unsloth_zoo and what they import) on an air-gapped GPU machine whose image
 # already has torch, transformers, peft, accelerate, triton (Python 3.12, x86-64).
-# ~27 MiB (29 wheels) after trimming (Unsloth's wheel carries 25 MB of its "studio" web UI, bitsandbytes
+# ~30 MiB (30 wheels) after trimming (Unsloth's wheel carries 25 MB of its "studio" web UI, bitsandbytes
 # 43 MB of libraries for every CUDA and ROCm version; neither is imported for training).
 # Install them there into their own directory, never beside NeMo's wheels
 # (pipelines/gpu_wheelhouse.sh, lightning 2.4 and datasets 5 pinned; Unsloth wants datasets < 5):
