@@ -1,8 +1,15 @@
 """GPU benchmark of ``trainer run`` on one NVIDIA GPU (H100, H200): resume demonstration and speed table.
 
     python3 bench/trainer_speed.py --out results/h100 --stage all --steps 120 --val-every 40 --kill-after 90
-    python3 bench/trainer_speed.py --out results/h100 --stage speed --speed-steps 16 --baseline-micro 8 \
-        --variants fused-mb16-rcmlp,fused-mb8 [--profile-variant fused-mb8] [--baseline-full]
+    PYTHONPATH=/tmp/site:$PWD python3 bench/trainer_speed.py --out results/speed --stage speed \
+        --variants graphs-mb8-c2048,fast-mb8-c2048 --profile-variant fast-mb8-c2048 [--peer-rows ...]
+
+``--stage speed`` (the benchmark of record, ``bench/speed_stage.py``): the peers (HF +
+PEFT, Liger-Kernel, Unsloth with and without its offloading, Liger and Unsloth
+full-parameter; ``bench/peer_rows.py``, their own ``--peer-site``) and our ``VARIANTS``
+(all in one NeMo process, ``bench/speed_driver.py``) in one call, taking turns on the GPU;
+one table of s/step (median of steps 6-16), tokens/s, MFU, peak memory and loss, the
+ratio to the fastest peer, and the kernel-category breakdown of ``--profile-variant``.
 
 ``--stage all`` (or ``baseline`` / ``train``):
 
@@ -15,13 +22,9 @@
    step count and learning-rate schedule, and finish. Then a copy of the checkpoints
    is damaged on purpose and ``prepare_resume`` must quarantine it.
 
-``--stage speed``: the baseline, then each trainer variant (``VARIANTS``: config
-overrides) for ``--speed-steps`` steps from the same random base, and a table of
-s/step (median after 5 steps), tokens/s, MFU (``step_tflop`` / 790 TFLOP/s), peak
-memory and loss, every row measured in this run on this machine.
-
-Each run is its own process (NeMo spends ~50 s importing); logs, metrics, profiles
-and ``summary.json`` go to ``--out``.
+``--stage speed-processes``: the older speed table, the HF baseline and each variant in
+its own process (NeMo spends ~50 s importing in each); logs, metrics, profiles and
+``summary.json`` go to ``--out``.
 """
 
 from __future__ import annotations
@@ -151,33 +154,72 @@ def run_baseline(args, micro: int, steps: int, full: bool = False) -> dict | Non
     return json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else None
 
 
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "qwen25_05b_ja_lora.yaml")
+GRAPHS8 = ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048", "model.cuda_graphs=true"]
+FAST = ["model.sdpa_backend=cudnn", "peft.fused_adapters=true"]
+
 # Trainer configurations compared by --stage speed (config overrides on top of the LoRA config).
+# Predictions for each are in docs/benchmarks.md ("Trainer speed against the peers").
 VARIANTS = {
     "ref-mb4": ["model.fused_loss=false", "model.fusions=false", "schedule.micro_batch_size=4"],
     "fused-mb4": ["schedule.micro_batch_size=4"],
     "fused-mb8": ["schedule.micro_batch_size=8"],
     "fused-mb8-c2048": ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048"],
-    "fused-mb8-rcmlp": ["schedule.micro_batch_size=8", "model.recompute=[mlp]"],
-    "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]", "model.loss_chunk_tokens=2048"],
+    "fused-mb8-rcmlp": ["schedule.micro_batch_size=8", "model.recompute=[mlp]", "model.cuda_graphs=false"],
+    "fused-mb16-rcmlp": ["schedule.micro_batch_size=16", "model.recompute=[mlp]", "model.loss_chunk_tokens=2048", "model.cuda_graphs=false"],
     "upstream-lora-mb8": ["schedule.micro_batch_size=8", "model.fused_loss=false", "peft.lean_adapters=false"],
     "graphs-mb4": ["schedule.micro_batch_size=4", "model.cuda_graphs=true"],
     "graphs-mb8": ["schedule.micro_batch_size=8", "model.cuda_graphs=true"],
     "graphs-mb8-c2048": ["schedule.micro_batch_size=8", "model.loss_chunk_tokens=2048", "model.cuda_graphs=true"],
     "full-mb4": ["peft.method=none", "schedule.micro_batch_size=4"],
-    "full-mb8-rcmlp": ["peft.method=none", "schedule.micro_batch_size=8", "model.recompute=[mlp]"],
+    "full-mb8-rcmlp": ["peft.method=none", "schedule.micro_batch_size=8", "model.recompute=[mlp]", "model.cuda_graphs=false"],
     "full-mb4-graphs": ["peft.method=none", "schedule.micro_batch_size=4", "model.cuda_graphs=true"],
+    # issue 18: one plug-in at a time on top of today's best (graphs-mb8-c2048), then together
+    "auto-mb8-c2048": GRAPHS8 + ["model.sdpa_backend=auto"],
+    "cudnn-mb8-c2048": GRAPHS8 + ["model.sdpa_backend=cudnn"],
+    "flash-mb8-c2048": GRAPHS8 + ["model.sdpa_backend=flash"],
+    "fusedlora-mb8-c2048": GRAPHS8 + ["peft.fused_adapters=true"],
+    "fast-mb8-c2048": GRAPHS8 + FAST,
+    "fast-compiled-mb8-c2048": GRAPHS8 + FAST + ["model.compile_layers=true"],
+    "fast-compiled-eager-mb8-c2048": GRAPHS8[:2] + FAST + ["model.compile_layers=true", "model.cuda_graphs=false"],
+    "fast-mb16-c2048-mlprc": ["schedule.micro_batch_size=16", "model.loss_chunk_tokens=2048",
+                              "model.mlp_recompute=true"] + FAST,
+    # low memory (<= 4 GiB): fc1 recompute inside the graphs, small loss chunks
+    "lowmem-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024", "model.mlp_recompute=true"]
+                        + FAST,
+    "lowmem-mb4-c1024": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=1024", "model.mlp_recompute=true"]
+                        + FAST,
+    # full-parameter
+    "full-fast-mb4": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn"],
+    "full-fast-mb8-mlprc": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
+                            "model.mlp_recompute=true", "model.loss_chunk_tokens=2048"],
 }
+SPEED_VARIANTS = ("graphs-mb8-c2048,cudnn-mb8-c2048,fusedlora-mb8-c2048,fast-mb8-c2048,lowmem-mb2-c1024,"
+                  "full-mb4-graphs,full-fast-mb4,fast-compiled-mb8-c2048")
+
+
+def run_overrides(shards: str, run_dir: str, steps: int, val_every: int, extra: list[str], micro: int = 4) -> list[str]:
+    """The config overrides every benchmark run shares (random base, these shards), then ``extra``."""
+    return ["model.base=null", "model.from_scratch=true", f"data.train=[{shards}_train]",
+            f"data.valid=[{shards}_valid]", f"run_dir={run_dir}", f"schedule.max_steps={steps}",
+            f"schedule.val_every={val_every}", "schedule.val_batches=4", f"optim.warmup_steps={min(20, steps // 4)}",
+            f"schedule.micro_batch_size={micro}", "schedule.early_stopping.patience=null", *extra]
 
 
 def trainer_command(args, run_dir: str, steps: int, val_every: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "trainer.cli", "run", "configs/qwen25_05b_ja_lora.yaml",
-            "model.base=null", "model.from_scratch=true", f"data.train=[{args.shards}_train]",
-            f"data.valid=[{args.shards}_valid]", f"run_dir={run_dir}", f"schedule.max_steps={steps}",
-            f"schedule.val_every={val_every}", "schedule.val_batches=4", f"optim.warmup_steps={min(20, steps // 4)}",
-            f"schedule.micro_batch_size={args.micro}", "schedule.early_stopping.patience=null", *extra]
+            *run_overrides(args.shards, run_dir, steps, val_every, extra, args.micro)]
 
 
 def speed(args, out: Path, summary: dict) -> None:
+    """The peers and our variants in one call (``bench/speed_stage.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed_stage import run_speed_stage
+
+    run_speed_stage(args, out, summary)
+
+
+def speed_processes(args, out: Path, summary: dict) -> None:
     """Baseline and trainer variants, each ``--speed-steps`` steps from random weights, one table."""
     steps = args.speed_steps
     for micro in (int(m) for m in args.baseline_micro.split(",") if m):
@@ -262,12 +304,20 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=4)
     ap.add_argument("--baseline-micro", default="4,8", help="micro batch sizes of the baseline, comma-separated")
     ap.add_argument("--profile", default=None, help="START,END: profile these steps of the (resumed) run")
-    ap.add_argument("--stage", default="all", help="all | baseline | train | speed")
+    ap.add_argument("--stage", default="all", help="all | baseline | train | speed | speed-processes | report")
     ap.add_argument("--no-resume", action="store_true", help="one run only, no kill and resume")
-    ap.add_argument("--variants", default="fused-mb8,fused-mb8-rcmlp,fused-mb4,ref-mb4",
+    ap.add_argument("--variants", default=SPEED_VARIANTS,
                     help=f"--stage speed: comma-separated names of {sorted(VARIANTS)}")
-    ap.add_argument("--speed-steps", type=int, default=20)
-    ap.add_argument("--variant-timeout", type=int, default=200)
+    ap.add_argument("--peer-rows", default=None, help="--stage speed: bench/peer_rows.py rows "
+                    "(default: HF, Liger, Unsloth LoRA and full); '' for none")
+    ap.add_argument("--peer-site", default="/tmp/peers", help="--stage speed: where the peer wheels are installed")
+    ap.add_argument("--nemo-site", default="/tmp/site", help="--stage speed: where NeMo's wheels are installed")
+    ap.add_argument("--peer-base", default="/tmp/speed_peer_base", help="--stage speed: the peers' random model")
+    ap.add_argument("--peers-json", action="append", help="--stage speed: also show the peer rows of this "
+                    "rows.jsonl (an earlier call); --stage report: every row of these files")
+    ap.add_argument("--budget-s", type=int, default=560, help="--stage speed: stop everything after this long")
+    ap.add_argument("--speed-steps", type=int, default=16, help="steps per speed row (median of 6..N)")
+    ap.add_argument("--variant-timeout", type=int, default=200, help="seconds one variant may take")
     ap.add_argument("--profile-variant", default=None, help="--stage speed: profile two late steps of this one")
     ap.add_argument("--baseline-full", action="store_true", help="--stage speed: also HF full-parameter, mb 4")
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
@@ -282,7 +332,21 @@ def main() -> None:
         print(json.dumps(hf_baseline(args.shards, steps, args.micro, 32, 2048, min(20, steps // 4), args.full)))
         return
     if args.stage == "speed":
+        if args.peer_rows is None:
+            from speed_stage import PEER_ROWS
+
+            args.peer_rows = PEER_ROWS
         speed(args, out, summary)
+        return
+    if args.stage == "report":  # the table of rows measured by earlier calls (--peers-json FILE ...), no GPU
+        from speed_stage import print_report, read_rows
+
+        rows = [r for path in args.peers_json or [] for r in read_rows(Path(path))]
+        summary["verdict"] = print_report(rows, out, args.profile_variant, {})
+        (out / "summary.json").write_text(json.dumps(dict(summary, rows=rows), indent=1))
+        return
+    if args.stage == "speed-processes":
+        speed_processes(args, out, summary)
     if args.stage in ("all", "baseline"):
         for micro in (int(m) for m in args.baseline_micro.split(",") if m):
             summary[f"hf_lora_mb{micro}"] = run_baseline(args, micro, 8)

@@ -154,17 +154,22 @@ class SDPACoreAttention(DotProductAttention):
                 key = apply_rope(key, k_freqs)
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
+        causal = mask_type == AttnMaskType.causal
+        mask = None if causal or attention_mask is None else ~attention_mask
+        out = self.attend(q, k, v, mask, causal, groups)
+        sq, b = out.shape[2], out.shape[0]
+        return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
+
+    def attend(self, q, k, v, mask, causal: bool, groups: int):
+        """``[b, heads, s, hn]`` attention; key and value carry ``heads / groups`` heads
+        (expanded here; ``trainer.megatron.sdpa_backend`` overrides this)."""
         if groups > 1:
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
-        causal = mask_type == AttnMaskType.causal
-        mask = None if causal or attention_mask is None else ~attention_mask
-        out = torch.nn.functional.scaled_dot_product_attention(
+        return torch.nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal,
             dropout_p=self.config.attention_dropout if self.training else 0.0, scale=self.softmax_scale,
         )
-        sq, b = out.shape[2], out.shape[0]
-        return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
 
 class TrainGraphsTransformerLayer(TransformerLayer):

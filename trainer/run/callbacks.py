@@ -159,6 +159,9 @@ class Profile(Callback):
                  f"GPU kernels {gpu_us / 1e6 / steps:.4f} s/step ({gpu_us / 1e6 / wall:.0%} busy), "
                  f"host {host_us / 1e6 / steps:.4f} s/step, {sync_n / steps:.0f} host-device syncs/step "
                  f"waiting {sync_us / 1e3 / steps:.1f} ms/step", ""]
+        from trainer.run.profile_breakdown import from_profiler
+
+        lines += from_profiler(prof, steps) + [""]
         for key in ("self_device_time_total", "self_cpu_time_total"):
             try:
                 lines.append(events.table(sort_by=key, row_limit=40))

@@ -24,6 +24,8 @@ from typing import Any
 
 from trainer.run.presets import PRESETS
 
+SDPA_BACKENDS = ("default", "auto", "cudnn", "flash", "efficient", "math")  # trainer/megatron/sdpa_backend.py
+
 
 @dataclass
 class ModelConfig:
@@ -57,6 +59,17 @@ class ModelConfig:
     and replay them (megatron-core's own graphs, ``trainer/megatron/cuda_graphs.py``), so the host
     no longer launches every kernel (~2x faster LoRA steps on one H100). Excludes
     ``recompute``: set this to false to use it."""
+    sdpa_backend: str = "default"
+    """Kernel of the SDPA core attention (``trainer/megatron/sdpa_backend.py``): ``default``
+    (today's: key/value heads expanded, torch picks), ``auto`` (grouped heads, torch picks),
+    ``cudnn``, ``flash``, ``efficient``, ``math`` (grouped heads, that kernel)."""
+    compile_layers: bool = False
+    """GPU: ``torch.compile`` each transformer layer's training forward (inside the CUDA graphs
+    when those are on; ``trainer/megatron/compiled_layer.py``)."""
+    mlp_recompute: bool = False
+    """Keep only the MLP's input for backward and recompute ``fc1`` there
+    (``trainer/megatron/mlp_recompute.py``): about half the activation memory for ~8% more
+    matrix work; works with ``cuda_graphs``, unlike ``recompute``."""
 
 
 @dataclass
@@ -89,6 +102,10 @@ class PeftConfig:
     lean_adapters: bool = True
     """On one tensor-parallel rank, run NeMo's LoRA adapters through plain ``F.linear``
     (``trainer/megatron/fast_lora.py``): same parameters and checkpoints, less host time per step."""
+    fused_adapters: bool = False
+    """GPU: run each adapted linear (base matmul, dropout, A, B, scale, addition) as one function
+    with two Triton kernels and the dropout mask regenerated in backward
+    (``trainer/megatron/fused_lora.py``); same parameters and checkpoints. Needs ``lean_adapters``."""
 
 
 @dataclass
@@ -197,6 +214,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("model.cuda_graphs", not (m.cuda_graphs and m.recompute),
          f"CUDA graphs exclude activation recompute (model.recompute={m.recompute}); "
          "set model.cuda_graphs=false to recompute, or model.recompute=null"),
+        ("model.sdpa_backend", m.sdpa_backend in SDPA_BACKENDS,
+         f"{m.sdpa_backend!r} is not one of {', '.join(SDPA_BACKENDS)}"),
+        ("model.mlp_recompute", not (m.mlp_recompute and m.recompute and "mlp" in m.recompute),
+         "model.mlp_recompute and model.recompute=[mlp] both recompute the MLP; keep one"),
+        ("peft.fused_adapters", not p.fused_adapters or p.lean_adapters,
+         "fused adapters build on the lean ones: set peft.lean_adapters=true"),
         ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
         ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
         ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),

@@ -94,6 +94,10 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
         from trainer.megatron import cuda_graphs
 
         cuda_graphs.enable(config)
+    from trainer.megatron import fast_spec
+
+    fast_spec.configure(config, sdpa_backend=cfg.model.sdpa_backend, compile_layers=cfg.model.compile_layers,
+                        mlp_recompute=cfg.model.mlp_recompute)
     return config
 
 
@@ -131,6 +135,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         from trainer.megatron.fast_lora import LeanLoRA
 
         lora_cls = LeanLoRA if cfg.peft.lean_adapters else llm.peft.LoRA
+        if cfg.peft.fused_adapters:
+            from trainer.megatron.fused_lora import FusedLoRA
+
+            lora_cls = FusedLoRA
         run.peft = lora_cls(target_modules=list(cfg.peft.targets), dim=cfg.peft.rank, alpha=cfg.peft.alpha,
                                  dropout=cfg.peft.dropout)
     sched = CosineAnnealingScheduler(
@@ -223,6 +231,9 @@ def plan(run: Run) -> dict:
         "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
                   else "all activations kept",
         "launch": "per-layer CUDA graphs" if cfg.model.cuda_graphs else "eager",
+        "kernels": (f"attention {cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
+                    f", MLP {'fc1 recomputed' if cfg.model.mlp_recompute else 'kept'}"
+                    f", LoRA {'fused' if cfg.peft.fused_adapters else 'lean' if cfg.peft.lean_adapters else 'NeMo'}"),
         "tokens per step": tokens_per_step,
         "micro batches per step": s.global_batch_size // s.micro_batch_size,
         "steps": s.max_steps,
