@@ -42,6 +42,11 @@ def cleanup() -> float:
         delete_cuda_graphs()
     except ImportError:
         pass
+    # NeMo sets megatron's global micro-batch calculator once per process and asserts the same
+    # micro batch afterwards: a variant with another micro batch failed with a bare AssertionError.
+    from megatron.core.num_microbatches_calculator import destroy_num_microbatches_calculator
+
+    destroy_num_microbatches_calculator()
     gc.collect()
     if not torch.cuda.is_available():  # (a CPU machine: the run itself will say what is wrong)
         return 0.0

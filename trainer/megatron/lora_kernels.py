@@ -86,7 +86,9 @@ if triton is not None:
         cols = pid_k * BK + tl.arange(0, BK)
         ranks = tl.arange(0, R)
         a = tl.load(a_ptr + ranks[:, None] * n_cols + cols[None, :], mask=cols[None, :] < n_cols, other=0.0)
-        ga = tl.zeros((R, BK), dtype=tl.float32)
+        # grad_A^T [BK, R] = x^T @ gh: a dot with M = BK rows. The [R, BK] form (M = R = 16) made
+        # Triton 3.6's Hopper lowering fail (ConvertTritonGPUToLLVM, PassManager::run failed).
+        ga_t = tl.zeros((BK, R), dtype=tl.float32)
         seed = tl.load(seed_ptr) if DROPOUT else 0
         for block in range(ROW_BLOCKS):
             rows = (pid_m * ROW_BLOCKS + block) * BM + tl.arange(0, BM)
@@ -96,7 +98,7 @@ if triton is not None:
             if DROPOUT:
                 keep = _keep(seed, rows, cols, n_cols, p)
                 x = tl.where(keep, x, tl.zeros_like(x))
-            ga += tl.dot(tl.trans(gh), x)
+            ga_t += tl.dot(tl.trans(x), gh)
             if WANT_GX:
                 t = tl.dot(gh, a)
                 if DROPOUT:
@@ -105,9 +107,9 @@ if triton is not None:
                 gx = tl.load(where, mask=inside, other=0.0).to(tl.float32)
                 tl.store(where, (gx + t).to(gx_ptr.dtype.element_ty), mask=inside)
         if DROPOUT:
-            ga = ga * inv_keep
-        tl.store(ga_ptr + pid_m * R * n_cols + ranks[:, None] * n_cols + cols[None, :], ga,
-                 mask=cols[None, :] < n_cols)
+            ga_t = ga_t * inv_keep
+        tl.store(ga_ptr + pid_m * R * n_cols + ranks[None, :] * n_cols + cols[:, None], ga_t,
+                 mask=cols[:, None] < n_cols)
 
     @triton.jit
     def _mask_kernel(out_ptr, seed_ptr, n_rows, n_cols, p, BM: tl.constexpr, BK: tl.constexpr):
