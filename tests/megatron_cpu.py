@@ -109,7 +109,7 @@ def adam_steps(opt) -> list[float]:
     return [float(s["step"]) for o in opt.chained_optimizers for s in o.optimizer.state.values()]
 
 
-def save(ddp, opt, path: str, sharding: str = "fully_reshardable") -> None:
+def save(ddp, opt, path: str, sharding: str | None = "fully_reshardable") -> None:
     """Model and optimizer through megatron's dist_checkpointing, as NeMo 2.7.3's MegatronCheckpointIO
     saves them (fully parallel: the replicated tensors' writing is spread over the ranks)."""
     from pathlib import Path
@@ -119,7 +119,7 @@ def save(ddp, opt, path: str, sharding: str = "fully_reshardable") -> None:
     from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
 
     Path(path).mkdir(parents=True, exist_ok=True)
-    metadata = {**SHARDING, "distrib_optim_sharding_type": sharding}
+    metadata = {**SHARDING, **({"distrib_optim_sharding_type": sharding} if sharding else {})}  # None: plain
     model_sd = ddp.module.sharded_state_dict(metadata=metadata)
     state = {"model": model_sd, "optimizer": opt.sharded_state_dict(model_sd, metadata=metadata)}
     strategy = FullyParallelSaveStrategyWrapper(get_default_save_sharded_strategy("torch_dist", 1), None, False)
