@@ -119,3 +119,4 @@ def test_resumes_on_another_data_parallel_size(on_cpu, patched, tmp_path):
     assert set(mc.adam_steps(back_opt)) == {6.0}
     assert [mc.train_step(back_ddp, back_opt, s) for s in (6, 7)] == pytest.approx([reference[6], reference[7]],
                                                                                      rel=1e-5)
+    assert set(mc.adam_steps(back_opt)) == {8.0}
