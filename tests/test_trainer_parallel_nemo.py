@@ -121,3 +121,45 @@ def test_an_unset_optimizer_follows_the_checkpoint_and_a_set_one_must_match(tmp_
         settle_optimizer(wrong, ckpts)
     fresh = load_config(CONFIG, [f"run_dir={tmp_path}/fresh", devices])
     assert settle_optimizer(fresh, tmp_path / "fresh" / "run" / "v0" / "checkpoints") == fresh
+
+
+@pytest.mark.slow
+def test_several_gpus_prepare_once_then_hand_over_to_torchrun(shards, tmp_path, monkeypatch):
+    from trainer.run import launch, torchrun
+
+    tok, prefix = shards
+    run_dir = tmp_path / "run"
+    for part in ("context", "weights"):  # an imported base: prepare_base has nothing to import
+        (run_dir / "base" / "nemo" / part).mkdir(parents=True)
+    handed = []
+    monkeypatch.setattr(torchrun, "exec_workers", lambda cfg, echo: handed.append(cfg))
+    said = []
+    cfg = load_config(CONFIG, _overrides(prefix, run_dir, "parallel.devices=2"))
+    launch.run(cfg, dry_run=False, echo=said.append)
+    text = "\n".join(said)
+    assert "data parallel 2" in text and f"base checkpoint: {run_dir}/base/nemo" in text
+    assert "train samples (built)" not in text  # the workers build the datasets, not this process
+    assert len(handed) == 1 and handed[0].parallel.devices == 2
+
+    said.clear()
+    launch.run(cfg, dry_run=False, prepare_only=True, echo=said.append)
+    assert said[-1].startswith("prepared:") and len(handed) == 1
+    two_nodes = load_config(CONFIG, _overrides(prefix, run_dir, "parallel.devices=2", "parallel.num_nodes=2",
+                                               "schedule.micro_batch_size=8"))
+    with pytest.raises(ValueError, match=r"^parallel.num_nodes: 2 nodes need one torchrun per node"):
+        launch.run(two_nodes, dry_run=False, echo=said.append)
+    assert len(handed) == 1
+
+
+def test_a_worker_refuses_without_the_base_and_with_the_wrong_world(tmp_path, monkeypatch):
+    from trainer.run import torchrun
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "2",
+                       "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(CONFIG, [f"run_dir={tmp_path}/run", "parallel.devices=2"])
+    with pytest.raises(ValueError, match=r"^model.base: no base checkpoint at .* --prepare-only"):
+        torchrun.train_worker(cfg)
+    with pytest.raises(ValueError, match=r"^parallel.devices: torchrun started 2 processes"):
+        torchrun.train_worker(load_config(CONFIG, [f"run_dir={tmp_path}/run", "parallel.devices=4",
+                                                   "schedule.micro_batch_size=8"]))

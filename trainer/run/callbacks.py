@@ -136,7 +136,7 @@ class Profile(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         import torch
 
-        if self._prof is None and trainer.global_step == self.start:
+        if self._prof is None and trainer.global_step == self.start and trainer.is_global_zero:  # one file
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)

@@ -103,7 +103,7 @@ def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=pri
             raise ValueError(f"parallel.num_nodes: {cfg.parallel.num_nodes} nodes need one torchrun per node "
                              "(pipelines/slurm_train.sbatch under Slurm, or docs/trainer.md's torchrun command); "
                              "this command prepared the run")
-        torchrun.exec_workers(cfg, echo=echo)  # does not return
+        return torchrun.exec_workers(cfg, echo=echo)  # replaces this process (returns only in tests)
     from nemo.collections import llm
 
     llm.finetune(model=the_run.model, data=the_run.data, trainer=the_run.trainer, peft=the_run.peft,

@@ -153,6 +153,10 @@ def train_worker(cfg, echo=print) -> None:
     from trainer.run.recipe import base_checkpoint, build, checkpoint_dir, model_tokenizer
 
     check_world(cfg)
+    import torch
+
+    if torch.cuda.is_available():  # before anything touches CUDA: no stray context on GPU 0 from every rank
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     base = base_checkpoint(cfg)
     if not ((base / "context").is_dir() and (base / "weights").is_dir()):
         raise ValueError(f"model.base: no base checkpoint at {base} yet; run `trainer run CONFIG --prepare-only` "
