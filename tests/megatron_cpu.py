@@ -9,8 +9,8 @@ makes its optimizer's flags with ``device='cuda'``, accepts only parameters whos
 the real DDP buckets, reduce-scatter, distributed optimizer and ``dist_checkpointing`` code
 runs over gloo, one process or several.
 
-The model is a 2-layer GPT with the project's SDPA layer spec (megatron's local
-attention needs the CUDA RNG tracker); a step's batch is cut from a fixed global batch
+The model is a 2-layer GPT with the project's SDPA layer spec and fused loss (megatron's
+local attention needs the CUDA RNG tracker); a step's batch is cut from a fixed global batch
 by data-parallel rank, so runs at different data-parallel sizes see the same samples.
 """
 
@@ -53,8 +53,12 @@ def cuda_on_cpu():
         torch.cuda.current_device, torch.cuda.synchronize = saved
 
 
-def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True):
-    """(megatron DDP-wrapped tiny GPT, megatron optimizer) on the current process group."""
+def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True, fused_loss_chunk: int | None = 24):
+    """(megatron DDP-wrapped tiny GPT, megatron optimizer) on the current process group.
+
+    The model is the project's: SDPA core attention, lean linear layers and (unless
+    ``fused_loss_chunk`` is None) the chunked output layer + cross-entropy, 24 tokens a chunk
+    (a rank's micro batch of 2 x 16 tokens spans two chunks)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.models.gpt import GPTModel
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -72,6 +76,10 @@ def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True)
         bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
         cross_entropy_loss_fusion=False)
     model = GPTModel(config, sdpa_layer_spec(config), vocab_size=VOCAB, max_sequence_length=SEQ).to(dtype)
+    if fused_loss_chunk:
+        from trainer.megatron import fused_loss
+
+        fused_loss.install(model, fused_loss_chunk)
     ddp = DistributedDataParallel(config, DistributedDataParallelConfig(
         use_distributed_optimizer=distributed_optimizer, grad_reduce_in_fp32=True, overlap_grad_reduce=False), model)
     opt = get_megatron_optimizer(OptimizerConfig(

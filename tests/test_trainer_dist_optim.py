@@ -2,8 +2,10 @@
 the fix in trainer/megatron/dist_optim.py, and resuming on another data-parallel size.
 
 Real megatron-core (DDP buckets, reduce-scatter, DistributedOptimizer, dist_checkpointing)
-over gloo; ``tests/megatron_cpu.py`` says what is redirected from CUDA to the CPU. ~40 s on
-2 cores, most of it the two spawned ranks importing megatron.
+over gloo, on a model with the project's SDPA attention, lean linears and fused loss (so the
+two-rank run also shows those give one rank's losses under data parallelism);
+``tests/megatron_cpu.py`` says what is redirected from CUDA to the CPU. ~60 s on 2 cores,
+most of it the two spawned ranks importing megatron.
 """
 
 from __future__ import annotations
