@@ -149,13 +149,13 @@ def load(ddp, opt, path: str) -> None:
     opt.load_state_dict(loaded["optimizer"])
 
 
-def init(rank: int, world: int, port: int) -> None:
+def init(rank: int, world: int, port: int, tensor_parallel: int = 1) -> None:
     import torch.distributed as dist
     from megatron.core import parallel_state
 
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    parallel_state.initialize_model_parallel(1, 1)
+    parallel_state.initialize_model_parallel(tensor_parallel, 1)
 
 
 def resume_worker(rank: int, world: int, port: int, load_from: str, save_to: str, steps: list[int], out: str):
@@ -179,6 +179,31 @@ def resume_worker(rank: int, world: int, port: int, load_from: str, save_to: str
         if rank == 0:
             with open(out, "w") as f:
                 json.dump({"losses": losses, "steps_after_load": sorted(set(steps_after_load)),
+                           "adam_steps": sorted(set(adam_steps(opt)))}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def tensor_parallel_worker(rank: int, world: int, port: int, save_to: str, out: str):
+    """A tensor-parallel rank (TP = ``world``): train steps 0-2, save, train 3-4; rank 0 writes
+    ``{"losses_before", "losses_after", "adam_steps"}`` to ``out``."""
+    import json
+
+    import torch.distributed as dist
+
+    from trainer.megatron import dist_optim
+
+    init(rank, world, port, tensor_parallel=world)
+    try:
+        with cuda_on_cpu():
+            dist_optim.install()
+            ddp, opt = build(seed=0)
+            before = [train_step(ddp, opt, s) for s in range(3)]
+            save(ddp, opt, save_to)
+            after = [train_step(ddp, opt, s) for s in (3, 4)]
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump({"losses_before": before, "losses_after": after,
                            "adam_steps": sorted(set(adam_steps(opt)))}, f)
     finally:
         dist.destroy_process_group()

@@ -122,3 +122,19 @@ def test_resumes_on_another_data_parallel_size(on_cpu, patched, tmp_path):
     assert [mc.train_step(back_ddp, back_opt, s) for s in (6, 7)] == pytest.approx([reference[6], reference[7]],
                                                                                      rel=1e-5)
     assert set(mc.adam_steps(back_opt)) == {8.0}
+
+
+def test_tensor_parallel_two_trains_saves_and_resumes_on_one_rank(on_cpu, patched, tmp_path):
+    """Two spawned ranks split every layer (TP 2: column/row-parallel linears, vocabulary-parallel
+    embedding and loss), train 3 steps, save and train 2 more; the checkpoint loaded by one
+    unsplit rank gives those 2 steps' losses."""
+    out = tmp_path / "tp2.json"
+    torch.multiprocessing.start_processes(
+        mc.tensor_parallel_worker, args=(2, _free_port(), str(tmp_path / "tp2"), str(out)), nprocs=2,
+        start_method="spawn")
+    tp2 = json.loads(out.read_text())
+    assert tp2["adam_steps"] == [5.0]
+    ddp, opt = mc.build(seed=7)
+    mc.load(ddp, opt, str(tmp_path / "tp2"))
+    assert set(mc.adam_steps(opt)) == {3.0}
+    assert [mc.train_step(ddp, opt, s) for s in (3, 4)] == pytest.approx(tp2["losses_after"], rel=1e-5)
