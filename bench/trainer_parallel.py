@@ -16,6 +16,7 @@ Several GPUs of one machine (2, 4 or 8; each stage fits in 10 minutes)::
     python3 bench/trainer_parallel.py --out results/par8 --gpus 8 --stage scaling
     python3 bench/trainer_parallel.py --out results/par8 --gpus 8 --stage resume
     python3 bench/trainer_parallel.py --out results/par8 --gpus 8 --stage memory
+    python3 bench/trainer_parallel.py --out results/par8 --gpus 8 --stage tp       # uses 2 of the GPUs
 
     scaling: 1 GPU and N GPUs at the same micro batch per GPU: strong (global batch 32, the
       loss curve of N GPUs against one from the same random base, LoRA dropout 0 so only the
@@ -26,6 +27,8 @@ Several GPUs of one machine (2, 4 or 8; each stage fits in 10 minutes)::
       the scaling stage, Adam step counts against global steps.
     memory: full-parameter on N GPUs with and without the distributed optimizer: peak memory
       per GPU (rank 0's ``max_memory_allocated``) and s/step.
+    tp: tensor parallel 2 on 2 GPUs to step 20 (checkpoints at 10 and 20, killed after 21), then
+      the same run_dir resumed on 2 GPUs without tensor parallelism to step 30.
 
 Every run is a ``trainer run`` process (torchrun for N > 1) on the Qwen2.5-0.5B shape from
 random weights, seq 2048, LoRA r16 on qkv+proj unless said; logs, metrics and ``summary.json``
@@ -264,6 +267,29 @@ def memory_stage(args, summary: dict) -> bool:
     return ok
 
 
+def tp_commands(args) -> list[list[str]]:
+    """Tensor parallel 2 on 2 GPUs to step 20, then the same run on 2 GPUs without it to 30."""
+    run_dir, extra = f"{args.run_dir}_tp2", ["schedule.global_batch_size=32", *args.overrides]
+    return [command(args, run_dir, *extra, "parallel.tensor_parallel=2", gpus=2, steps=30, val_every=10),
+            command(args, run_dir, *extra, "parallel.tensor_parallel=1", gpus=2, steps=30, val_every=10)]
+
+
+def tp_stage(args, summary: dict) -> bool:
+    run_dir = f"{args.run_dir}_tp2"
+    share_base(run_dir, base_of(f"{args.run_dir}_1gpu"))
+    split, whole = tp_commands(args)
+    res = [run(args, "tp2_run1", split, kill_after=21), run(args, "tp2_run2_tp1", whole)]
+    rows = last_rows(metric_rows(Path(run_dir) / "metrics.jsonl"))
+    ckpts = checkpoint_steps(Path(run_dir) / "run" / "v0" / "checkpoints")
+    checks = {"tp2_trained_and_saved": res[0]["last_step"] >= 20 and any("step=19" in k for k in ckpts),
+              "resumed_without_tp_to_30": res[1]["returncode"] == 0 and max(rows, default=0) >= 30,
+              "adam_step_equals_global_step": steps_ok(ckpts)}
+    summary["tp2"] = {"runs": res, "checkpoints": ckpts, "checks": checks,
+                      "losses": {s: round(r["loss"], 4) for s, r in sorted(rows.items())}}
+    print("tensor parallel 2:", summary["tp2"], flush=True)
+    return all(checks.values())
+
+
 def plan_commands(args) -> list[list[str]]:
     """The ``trainer run`` commands a stage starts (``--print-commands``)."""
     n = args.gpus
@@ -282,7 +308,9 @@ def plan_commands(args) -> list[list[str]]:
         return [command(args, f"{args.run_dir}_full_{n}gpu_{tag}", "peft=none", f"parallel.distributed_optimizer={val}",
                         *args.overrides, gpus=n, steps=20, val_every=20)
                 for tag, val in (("distopt", "true"), ("plain", "false"))]
-    return [c for stage in ("scaling", "resume", "memory")
+    if args.stage == "tp":
+        return tp_commands(args)
+    return [c for stage in ("scaling", "resume", "memory", "tp")
             for c in plan_commands(argparse.Namespace(**{**vars(args), "stage": stage}))]
 
 
@@ -290,7 +318,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="directory for logs, metrics and summary.json")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs of this machine to use (1: the resume proof)")
-    ap.add_argument("--stage", default=None, choices=["single", "scaling", "resume", "memory", "all"],
+    ap.add_argument("--stage", default=None, choices=["single", "scaling", "resume", "memory", "tp", "all"],
                     help="default: single with --gpus 1, all otherwise (all may exceed 10 minutes)")
     ap.add_argument("--modes", default="lora", help="--gpus 1: lora, full or lora,full (run at the same time)")
     ap.add_argument("--shards", default="out/gpu_shards/aozora", help="PREFIX of PREFIX_train / PREFIX_valid")
@@ -335,7 +363,8 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(len(args.modes.split(","))) as pool:  # one GPU, processes side by side
             futures = {m: pool.submit(resume_stage, args, m, 1, summary) for m in args.modes.split(",")}
         results = {f"resume_{m}": f.result() for m, f in futures.items()}
-    for stage, fn in (("scaling", scaling_stage), ("resume", multi_resume_stage), ("memory", memory_stage)):
+    for stage, fn in (("scaling", scaling_stage), ("resume", multi_resume_stage), ("memory", memory_stage),
+                      ("tp", tp_stage)):
         if args.stage in (stage, "all"):
             results[stage] = fn(args, summary)
             summary_path.write_text(json.dumps(summary, indent=2))

@@ -34,7 +34,7 @@ def test_bad_arguments_exit_2(argv, message, capsys):
 @pytest.mark.parametrize("argv, count", [
     (["--gpus", "1"], 1), (["--gpus", "1", "--modes", "lora,full"], 2),
     (["--gpus", "2", "--stage", "scaling"], 3), (["--gpus", "8", "--stage", "resume"], 3),
-    (["--gpus", "4", "--stage", "memory"], 2), (["--gpus", "8"], 8),
+    (["--gpus", "4", "--stage", "memory"], 2), (["--gpus", "2", "--stage", "tp"], 2), (["--gpus", "8"], 10),
 ])
 def test_every_command_it_would_run_is_a_valid_config(argv, count, capsys):
     assert bench.main(["--out", "x", "--print-commands", *argv]) == 0
