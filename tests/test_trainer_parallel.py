@@ -172,7 +172,8 @@ def _fake_bin(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     (bin_dir / "srun").write_text('#!/bin/bash\n{ printf "%s\\n" "SRUN $*"; '
                                   'env | grep -E "^(NCCL_|MASTER_|TORCH_SYMM|NVSHMEM)" | sort; } >> "$SRUN_LOG"\n')
-    (bin_dir / "scontrol").write_text('#!/bin/bash\nprintf "gpu-a01\\ngpu-a02\\n"\n')
+    # many hosts after the first two: a script that stops reading early would die of SIGPIPE under pipefail
+    (bin_dir / "scontrol").write_text('#!/bin/bash\nprintf "gpu-a01\\ngpu-a02\\n"; seq -f "gpu-b%g" 1 20000\n')
     for f in bin_dir.iterdir():
         f.chmod(f.stat().st_mode | stat.S_IEXEC)
     return bin_dir

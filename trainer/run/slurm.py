@@ -43,7 +43,7 @@ cd "{workdir}"
 PYTHON=${{PYTHON:-{python}}}
 NNODES=${{SLURM_NNODES:-{nodes}}}
 GPUS_PER_NODE=${{SLURM_GPUS_ON_NODE:-{gpus}}}
-MASTER_ADDR=${{MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}}
+MASTER_ADDR=${{MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)}}  # reads all: no SIGPIPE
 MASTER_PORT=${{MASTER_PORT:-29500}}
 export MASTER_ADDR MASTER_PORT
 {multicast}
