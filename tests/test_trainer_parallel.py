@@ -86,6 +86,9 @@ def test_plan_names_the_optimizer_the_overlap_and_the_one_rank_plugins():
     assert eight["gradient reduce"].startswith("overlapped with the backward pass")
     tp = parallel.plan_items(_cfg("parallel.devices=2", "parallel.tensor_parallel=2"))
     assert "model.fused_loss" in tp["tensor parallel"] and "peft.lean_adapters" in tp["tensor parallel"]
+    fast = parallel.plan_items(_cfg("parallel.devices=2", "parallel.tensor_parallel=2", "peft.fused_adapters=true",
+                                    "model.mlp_recompute=true"))
+    assert "peft.fused_adapters" in fast["tensor parallel"] and "model.mlp_recompute" in fast["tensor parallel"]
     assert "tensor parallel" not in eight
 
 

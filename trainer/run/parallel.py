@@ -112,6 +112,10 @@ def one_rank_plugins_off(cfg) -> list[str]:
         off.append("model.fused_loss (megatron's vocabulary-parallel cross-entropy, full logits per rank)")
     if cfg.peft.method == "lora" and cfg.peft.lean_adapters:
         off.append("peft.lean_adapters (NeMo's tensor-parallel adapters)")
+    if cfg.peft.method == "lora" and getattr(cfg.peft, "fused_adapters", False):
+        off.append("peft.fused_adapters (NeMo's tensor-parallel adapters)")
+    if getattr(cfg.model, "mlp_recompute", False):
+        off.append("model.mlp_recompute (megatron's MLP, activations kept)")
     return off
 
 
