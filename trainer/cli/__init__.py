@@ -29,13 +29,16 @@ def main() -> None:
 @click.argument("overrides", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Check the config and shards, build the NeMo objects and the "
               "data module on CPU, print the plan; train nothing.")
-def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
+@click.option("--prepare-only", is_flag=True, help="Do the one-time work (plan, checkpoint quarantine, base "
+              "checkpoint import) and stop: before starting torchrun on several nodes.")
+def run_command(config: str, overrides: tuple[str, ...], dry_run: bool, prepare_only: bool) -> None:
     """Train as CONFIG says, with OVERRIDES as dotted key=value.
 
     \b
     Example:
       trainer run configs/qwen25_05b_ja_lora.yaml --dry-run
       trainer run configs/qwen25_05b_ja_lora.yaml run_dir=runs/try2 schedule.max_steps=120
+      trainer run configs/qwen25_05b_ja_lora.yaml parallel.devices=8     # one node, 8 GPUs (torchrun)
     """
     from trainer.run.config import load_config
 
@@ -46,7 +49,7 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
     from trainer.run.launch import run
 
     try:
-        run(cfg, dry_run=dry_run, echo=click.echo)
+        run(cfg, dry_run=dry_run, prepare_only=prepare_only, echo=click.echo)
     except ValueError as exc:  # refusals: shards, tokenizer, base checkpoint
         click.echo(f"trainer run: refused: {exc}", err=True)
         sys.exit(2)
@@ -55,6 +58,7 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool) -> None:
 # Commands that live in their own modules (each keeps its heavy imports inside the function).
 from trainer.cli.evaluate import check_env, eval_command, generate, monitor  # noqa: E402
 from trainer.cli.export import export  # noqa: E402
+from trainer.cli.slurm import slurm  # noqa: E402
 
-for _command in (eval_command, generate, monitor, check_env, export):
+for _command in (eval_command, generate, monitor, check_env, export, slurm):
     main.add_command(_command)

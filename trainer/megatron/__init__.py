@@ -3,7 +3,7 @@
 Each module replaces or patches one upstream piece, says at its top which upstream
 version and symbol, and names the test that fails when upstream changes under it:
 ``layers`` (layer spec, SDPA core attention, lean linears), ``fused_loss``, ``fast_lora``,
-``grad_norm``, ``cuda_graphs``, ``nemo_patches``, ``cpu_shims``, ``model`` (the NeMo model
+``grad_norm``, ``dist_optim``, ``cuda_graphs``, ``nemo_patches``, ``cpu_shims``, ``model`` (the NeMo model
 class), ``unwrap``.
 
 May import: upstream packages only; nothing else from ``trainer``.

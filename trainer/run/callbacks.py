@@ -63,8 +63,14 @@ class Preflight(Callback):
         if not self.losses:
             return
         loss = sum(self.losses) / len(self.losses)
-        print(f"preflight: validation loss {loss:.4f} on {len(self.losses)} batches "
-              f"(ln(vocab) = {math.log(self.vocab_size):.2f})", flush=True)
+        if trainer.world_size > 1:  # every rank must reach the same verdict, or the others hang in NCCL
+            import torch
+
+            loss = float(trainer.strategy.reduce(torch.tensor(loss, device=trainer.strategy.root_device),
+                                                 reduce_op="mean"))
+        if trainer.is_global_zero:
+            print(f"preflight: validation loss {loss:.4f} on {len(self.losses)} batches "
+                  f"(ln(vocab) = {math.log(self.vocab_size):.2f})", flush=True)
         if verdict := preflight_verdict(loss, self.vocab_size, self.expect_trained):
             raise PreflightError(verdict)
 
@@ -87,6 +93,8 @@ class MetricsFile(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         import torch
 
+        if not trainer.is_global_zero:  # one writer: the loss is already reduced over data parallel
+            return
         now = time.perf_counter()
         step_time, self._t0 = now - (self._t0 or now), now
         metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
@@ -104,7 +112,7 @@ class MetricsFile(Callback):
         self._write(record)
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         val = _scalar(trainer.callback_metrics.get("val_loss"))
         if val is not None:
@@ -128,7 +136,7 @@ class Profile(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         import torch
 
-        if self._prof is None and trainer.global_step == self.start:
+        if self._prof is None and trainer.global_step == self.start and trainer.is_global_zero:  # one file
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)

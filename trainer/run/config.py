@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.run.parallel import ParallelConfig, checks as parallel_checks
 from trainer.run.presets import PRESETS
 
 SDPA_BACKENDS = ("default", "auto", "cudnn", "flash", "efficient", "math")  # trainer/megatron/sdpa_backend.py
@@ -197,6 +198,8 @@ class TrainConfig:
     """What is kept on disk."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """TensorBoard and the metrics file."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """GPUs, nodes, tensor parallelism, the distributed optimizer (``trainer/run/parallel.py``)."""
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -243,6 +246,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"{cfg.logging.profile_steps} must be [start, end] with 0 <= start < end"),
         ("checkpoint.save_top_k", cfg.checkpoint.save_top_k >= 1, f"{cfg.checkpoint.save_top_k} must be >= 1"),
     ]
+    checks += parallel_checks(cfg, PRESETS[m.preset]()) if m.preset in PRESETS else []
     for key, ok, message in checks:
         if not ok:
             raise ValueError(f"{key}: {message}")

@@ -4,10 +4,13 @@ The base checkpoint is made once per ``run_dir`` and reused on resume:
 a Hugging Face directory is imported (with the parity check); ``from_scratch``
 writes a randomly initialised Hugging Face model of the preset first and imports
 that, so both paths train from a NeMo checkpoint through the same code.
+With more than one GPU this process does only that one-time work and hands the
+training to torchrun (``trainer/run/torchrun.py``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trainer.run.config import TrainConfig
@@ -51,33 +54,57 @@ def prepare_base(cfg: TrainConfig, tok, preset: ModelPreset) -> Path:
     return import_hf(hf_dir, target, attention=cfg.model.attention)
 
 
-def run(cfg: TrainConfig, *, dry_run: bool, echo=print) -> None:
-    """Check, plan and (unless ``dry_run``) train."""
-    from trainer.run.recipe import build, dataset_sizes, format_plan, model_tokenizer, plan
+def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=print) -> None:
+    """Check, plan and (unless ``dry_run``) train: in this process on one GPU, through torchrun
+    on several (``trainer/run/torchrun.py``); ``prepare_only`` stops before training."""
+    from trainer.run import torchrun
+    from trainer.run.parallel import settle_optimizer, world_size
+    from trainer.run.recipe import (Run, build, check_run_inputs, checkpoint_dir, dataset_sizes, format_plan,
+                                    model_tokenizer, plan)
 
+    echo = torchrun.rank0_echo(echo)
+    if torchrun.is_worker() and not dry_run:
+        return torchrun.train_worker(cfg, echo=echo)
+    for key, value in torchrun.MULTICAST_OFF.items():
+        os.environ.setdefault(key, value)
     tok = model_tokenizer(cfg.model.tokenizer)
-    accelerator = "cpu" if dry_run else "gpu"
-    the_run = build(cfg, tok, accelerator=accelerator)
-    items = plan(the_run)
-    items.update(dataset_sizes(the_run))
+    cfg = settle_optimizer(cfg, checkpoint_dir(cfg), echo)  # resume with the optimizer the checkpoint was saved by
+    hand_over = world_size(cfg.parallel) > 1 and not dry_run
+    if hand_over:  # the workers build the NeMo objects and the datasets; here only what happens once
+        preset, train, valid = check_run_inputs(cfg, tok)
+        the_run = Run(cfg, preset, tok, train, valid)
+        items = plan(the_run)
+    else:
+        accelerator = "cpu" if dry_run else "gpu"
+        the_run = build(cfg, tok, accelerator=accelerator)
+        items = plan(the_run)
+        items.update(dataset_sizes(the_run))
     echo(format_plan(items))
     if cfg.checkpoint.resume:
         # Issue 4: damaged or partial checkpoints are moved to run_dir/quarantine before NeMo's
         # AutoResume looks (a dry run only reports); resume_from_path is set only when NeMo's own
         # choice (the newest *-last) would not be the newest good checkpoint.
         from trainer.run.checkpoints import prepare_resume
-        from trainer.run.recipe import checkpoint_dir
 
         _, explicit = prepare_resume(checkpoint_dir(cfg), Path(cfg.run_dir) / "quarantine", move=not dry_run,
                                      echo=echo)
-        if explicit is not None:
+        if explicit is not None and the_run.resume is not None:
             the_run.resume.resume_from_path = str(explicit)
     if dry_run:
         echo("dry run: nothing trained, nothing written except the dataset index cache")
         return
-    from nemo.collections import llm
-
     base = prepare_base(cfg, tok, the_run.preset)
     echo(f"base checkpoint: {base}")
+    if prepare_only:
+        echo("prepared: base checkpoint and checkpoints checked; start the training processes now")
+        return
+    if hand_over:
+        if cfg.parallel.num_nodes > 1:
+            raise ValueError(f"parallel.num_nodes: {cfg.parallel.num_nodes} nodes need one torchrun per node "
+                             "(pipelines/slurm_train.sbatch under Slurm, or docs/trainer.md's torchrun command); "
+                             "this command prepared the run")
+        return torchrun.exec_workers(cfg, echo=echo)  # replaces this process (returns only in tests)
+    from nemo.collections import llm
+
     llm.finetune(model=the_run.model, data=the_run.data, trainer=the_run.trainer, peft=the_run.peft,
                  log=the_run.log, resume=the_run.resume, optim=the_run.optim)

@@ -110,6 +110,7 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
 
     from trainer.megatron import grad_norm, nemo_patches
     from trainer.megatron.model import JaQwen2Model
+    from trainer.run import parallel
     from trainer.run.callbacks import MetricsFile, Preflight, Profile
     from trainer.run.data import build_data_module, nemo_tokenizer
 
@@ -119,6 +120,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
 
         cuda_graphs.install_graph_safe_rng()  # before NeMo creates megatron's RNG tracker
     grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
+    if parallel.use_distributed_optimizer(cfg.parallel):
+        from trainer.megatron import dist_optim
+
+        dist_optim.install()  # its checkpoints resume with torch's AdamW, step count kept
     preset, train, valid = check_run_inputs(cfg, tok)
     run = Run(cfg, preset, tok, train, valid)
     s, o, run_dir = cfg.schedule, cfg.optim, Path(cfg.run_dir)
@@ -149,11 +154,8 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         config=OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
                                adam_beta1=0.9, adam_beta2=0.95, clip_grad=o.clip_grad,
                                bf16=o.precision == "bf16-mixed",
-                               # megatron-core 0.15.3's distributed optimizer failed to save a checkpoint
-                               # on one H100, for LoRA and for full-parameter runs alike
-                               # (sharded_param_state_dp_reshardable: AssertionError (torch.Size([]), 0, 896));
-                               # with one GPU (devices=1) it shards nothing anyway.
-                               use_distributed_optimizer=False),
+                               # saved fully_reshardable, resumed through trainer/megatron/dist_optim.py
+                               use_distributed_optimizer=parallel.use_distributed_optimizer(cfg.parallel)),
         lr_scheduler=sched,
     )
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
@@ -166,9 +168,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=s.early_stopping.patience,
                                        min_delta=s.early_stopping.min_delta, mode="min"))
     run.trainer = nl.Trainer(
-        devices=1, num_nodes=1, accelerator=accelerator, max_steps=s.max_steps,
-        strategy=nl.MegatronStrategy(tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
-                                     ckpt_async_save=False, ckpt_load_strictness="log_all"),
+        devices=cfg.parallel.devices, num_nodes=cfg.parallel.num_nodes, accelerator=accelerator,
+        max_steps=s.max_steps,
+        strategy=nl.MegatronStrategy(**parallel.strategy_kwargs(cfg), ckpt_async_save=False,
+                                     ckpt_load_strictness="log_all"),
         plugins=nl.MegatronMixedPrecision(precision=o.precision),
         val_check_interval=s.val_every, limit_val_batches=s.val_batches, limit_test_batches=1,
         num_sanity_val_steps=s.preflight_batches, log_every_n_steps=cfg.logging.every_n_steps,
@@ -212,6 +215,8 @@ def base_checkpoint(cfg: TrainConfig) -> Path | None:
 
 def plan(run: Run) -> dict:
     """What the run will do, in numbers (printed by ``--dry-run``)."""
+    from trainer.run.parallel import plan_items
+
     cfg, s = run.cfg, run.cfg.schedule
     tokens_per_step = s.global_batch_size * cfg.data.seq_length
     train_tokens = sum(sh.tokens for sh in run.train_shards)
@@ -235,7 +240,7 @@ def plan(run: Run) -> dict:
                     f", MLP {'fc1 recomputed' if cfg.model.mlp_recompute else 'kept'}"
                     f", LoRA {'fused' if cfg.peft.fused_adapters else 'lean' if cfg.peft.lean_adapters else 'NeMo'}"),
         "tokens per step": tokens_per_step,
-        "micro batches per step": s.global_batch_size // s.micro_batch_size,
+        **plan_items(cfg),
         "steps": s.max_steps,
         "samples": s.max_steps * s.global_batch_size,
         "tokens": s.max_steps * tokens_per_step,
