@@ -169,9 +169,10 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-from jpcorpus.normalize.cli import normalize  # noqa: E402  (its heavy imports are lazy)
+from jpcorpus.normalize.cli import normalize, report  # noqa: E402  (its heavy imports are lazy)
 
 main.add_command(normalize)
+main.add_command(report)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ def test_default_profile_precision_and_recall(tmp_path):
     true_drops = sum(rows[i]["label"] == "drop" for i in dropped)
     precision = true_drops / len(dropped)  # of what we dropped, how much was bad
     recall = true_drops / sum(r["label"] == "drop" for r in rows.values())  # of the bad, how much we dropped
-    # Reached on this set: precision 1.0, recall 1.0.
-    assert precision >= 0.95, [rows[i]["text"][:40] for i in dropped if rows[i]["label"] == "keep"]
-    assert recall >= 0.95, [rows[i]["text"][:40] for i in kept if rows[i]["label"] == "drop"]
+    # Reached on this set: precision 1.0, recall 1.0 (the thresholds were set on books and news,
+    # docs/normalize.md, not on this set).
+    assert precision >= 0.97, [rows[i]["text"][:40] for i in dropped if rows[i]["label"] == "keep"]
+    assert recall >= 0.97, [rows[i]["text"][:40] for i in kept if rows[i]["label"] == "drop"]
     assert all(rows[i]["label"] == "keep" for i in kept)  # every bad kind is caught on this set
 
     reasons = Counter(reason for reason in dropped.values())
@@ -50,17 +51,15 @@ def test_web_profile_precision_and_recall(tmp_path):
     true_drops = sum(rows[i]["label"] == "drop" for i in dropped)
     precision = true_drops / len(dropped)
     recall = true_drops / sum(r["label"] == "drop" for r in rows.values())
-    # Reached on this set: recall 1.0, precision 15/16. The clean page the web profile drops
-    # is the one on moving house: it says "の届け出を" (file a notice) in several places, and
-    # repeated character 5-grams cover 16.6% of it, over Gopher's 0.15. Gopher's limits
-    # were set for word n-grams; five Japanese characters are only two or three words, so
-    # the web profile, which keeps Gopher's numbers, is strict on repetitive how-to pages.
+    # Reached on this set: recall 1.0, precision 1.0. (With Gopher's character 5-gram limit
+    # of 0.15 over the whole page it dropped the clean page on moving house, which says
+    # "の届け出を" in several places: precision was 15/16. The limits are now set for
+    # characters, on books and news, within 1,000-character windows: docs/normalize.md.)
     assert recall == 1.0, [rows[i]["text"][:40] for i in kept if rows[i]["label"] == "drop"]
-    assert precision >= 0.9, [rows[i]["text"][:40] for i in dropped if rows[i]["label"] == "keep"]
-    assert {rows[i]["kind"] for i in dropped if rows[i]["label"] == "keep"} <= {"qa"}
+    assert precision >= 15 / 16, [rows[i]["text"][:40] for i in dropped if rows[i]["label"] == "keep"]
     # the drops are decided by many different filters, not only the 400-character minimum
     reasons = {dropped[i] for i in dropped if rows[i]["label"] == "drop"}
-    assert {"mojibake", "not_japanese", "too_few_hiragana", "mean_sentence_too_short", "mean_sentence_too_long",
+    assert {"mojibake", "not_japanese", "too_many_ellipsis_lines", "boilerplate_lines", "mean_sentence_too_long",
             "duplicate_ngram_share", "exact_duplicate", "near_duplicate", "too_short"} <= reasons
     # the default profile keeps every clean page (its thresholds are looser)
     _, kept_default, _ = _run(LABELLED_WEB, tmp_path, "default")

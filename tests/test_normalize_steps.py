@@ -262,6 +262,9 @@ def test_ngram_numbers_equal_a_plain_python_count():
         bounds = charstats.top_ngram_bounds_many(texts, n)
         assert [charstats.duplicate_ngram_share(t, n) for t in texts] == [share for _, share in expected[n]]
         assert all(bound >= top for bound, (top, _) in zip(bounds, expected[n]))
+        charstats.clear_caches()
+        charstats.top_ngram_counts_many(texts, n)  # exact from the fullest bins, no full sort
+        assert [charstats._TOP_COUNTS[(t, n)] for t in texts] == [top for top, _ in expected[n]]
         assert sum(bound - top for bound, (top, _) in zip(bounds, expected[n])) <= 3 * len(texts)  # and useful
     charstats.clear_caches()
 
@@ -276,8 +279,8 @@ def test_char_stats_many_returns_cached_texts_when_its_cache_is_full():
     charstats.clear_caches()
 
 
-def test_top_ngram_share_bound_gives_the_verdicts_of_exact_counts():
-    """TopNgramShare settles most documents from a bound (no sort): same verdicts as exact counts alone."""
+def test_top_ngram_share_of_a_prepared_chunk_equals_one_text_at_a_time():
+    """TopNgramShare counts a chunk in one sort per n: the same measures as each text alone."""
     from jpcorpus.document import Document
     from jpcorpus.normalize import charstats
     from jpcorpus.normalize.filters import TopNgramShare
@@ -287,20 +290,52 @@ def test_top_ngram_share_bound_gives_the_verdicts_of_exact_counts():
              for a, k in zip(rng.integers(2, 12, size=300), rng.integers(1, 400, size=300))]
     texts += KEEP
     step = TopNgramShare(max_share={2: 0.2, 3: 0.18, 4: 0.16})
-    exact = []
-    for t in texts:  # no prepare: the exact path, one text at a time
+    alone = []
+    for t in texts:
         charstats.clear_caches()
-        exact.append(step.filter(Document(t)))
-    assert 50 < exact.count(True) < len(texts) - 50  # both verdicts, plenty of each
-    settled = 0
-    for start in range(0, len(texts), 32):  # as the pipeline runs it: prepare a chunk, then filter each
+        alone.append(step.measure(Document(t)))
+    verdicts = [step.judge(v)[0] for v in alone]
+    assert 50 < verdicts.count(True) < len(texts) - 50  # both verdicts, plenty of each
+    for start in range(0, len(texts), 32):  # as the pipeline runs it: prepare a chunk, then measure each
         charstats.clear_caches()
         chunk = [Document(t) for t in texts[start:start + 32]]
         step.prepare(chunk)
-        settled += sum(step._within(d.text, charstats.top_ngram_bound(d.text, 2)) for d in chunk)
-        assert [step.filter(d) for d in chunk] == exact[start:start + 32]
-    assert 25 < settled < exact.count(True) - 50  # the bound settles many; many kept ones still need the sort
+        assert [step.measure(d) for d in chunk] == alone[start:start + 32]
     charstats.clear_caches()
+
+
+def test_windowed_duplicate_share_does_not_grow_with_length():
+    """Over windows, a long text of varied prose scores what its pages score; short texts are unchanged."""
+    from jpcorpus.normalize import charstats
+
+    book = "\n".join(KEEP * 3)  # each text three times: across the whole book every 10-gram repeats
+    assert len(book) > 10_000
+    whole = charstats.windowed_duplicate_shares([book], 10, 0)[0]
+    windowed = charstats.windowed_duplicate_shares([book], 10, 2000)[0]
+    assert whole > 0.95 and windowed < 0.2, (whole, windowed)
+    short = KEEP[:5] + ["あいうえおあいうえお" * 3]
+    assert charstats.windowed_duplicate_shares(short, 10, 2000) == [charstats.duplicate_ngram_share(t, 10) for t in short]
+    charstats.clear_caches()
+
+
+def test_windowed_word_repetition_does_not_grow_with_length():
+    from jpcorpus.normalize.morphology import analyze
+    from jpcorpus.normalize.word_filters import repeated_ngram_share
+
+    ids = analyze("\n".join(KEEP * 3)).word_ids
+    assert repeated_ngram_share(ids, 3) > 0.6
+    assert repeated_ngram_share(ids, 3, window=1000) < 0.25
+    one = analyze(KEEP[0]).word_ids
+    assert repeated_ngram_share(one, 3, window=1000) == repeated_ngram_share(one, 3)
+
+
+def test_noun_runs_count_compounds_once():
+    from jpcorpus.normalize.morphology import NOUN, analyze
+
+    dates = analyze("2011年4月7日午後11時32分、ジョン・F・ケネディ国際空港で停電があった。")
+    listed = analyze("東京 大阪 名古屋 札幌 福岡")
+    assert dates.share(NOUN) > 0.7 and dates.unit_share(NOUN) < 0.5
+    assert listed.noun_units == listed.class_counts[NOUN] == 5 and listed.unit_share(NOUN) == 1.0
 
 
 def _reference_analysis(text: str, mode: str) -> tuple[list, list, list]:
@@ -318,7 +353,8 @@ def _reference_analysis(text: str, mode: str) -> tuple[list, list, list]:
             classes.append(word_class)
             if morpheme.is_oov():
                 ids.append(m.OOV_WORD_ID + zlib.crc32(morpheme.surface().encode()))
-                unknown.append(not morpheme.surface().isascii())
+                surface = morpheme.surface()
+                unknown.append(not (surface.isascii() or m._NAME_OR_NUMBER.fullmatch(surface)))
             else:
                 ids.append(morpheme.word_id())
                 unknown.append(False)

@@ -13,9 +13,9 @@ plus a handful of whole-array operations. On short documents the number of
 numpy calls, not their size, is the cost, so each function here makes as few
 as it can.
 
->>> s = char_stats("ねこがいる。ネコ")
->>> (s.hiragana, s.katakana, s.kanji, s.japanese, s.visible)
-(5, 2, 0, 8, 8)
+>>> s = char_stats("ねこがいる。ネコ 2024!")
+>>> (s.hiragana, s.katakana, s.kanji, s.japanese, s.visible, s.digits, s.ascii_symbols)
+(5, 2, 0, 8, 13, 4, 1)
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ JAPANESE_PUNCT = ((0x3000, 0x3004), (0x3008, 0x303F), (0x2026, 0x2026), (0x2025,
 # a test checks this list against every code point).
 WHITESPACE = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
               (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
+DIGITS = ((0x30, 0x39),)
+ASCII_SYMBOLS = ((0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E))
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -54,9 +56,16 @@ class CharStats:
     kanji: int
     japanese: int  # hiragana + katakana + kanji + Japanese punctuation
     visible: int  # characters that are not whitespace
+    digits: int = 0  # ASCII digits (NFKC folds full-width ones to these)
+    ascii_symbols: int = 0  # ASCII punctuation and symbols
 
     def share(self, count: int) -> float:
         return count / self.visible if self.visible else 0.0
+
+    @property
+    def letters(self) -> int:
+        """Visible characters that are not ASCII digits, punctuation or symbols."""
+        return self.visible - self.digits - self.ascii_symbols
 
 
 @lru_cache(maxsize=CACHE_TEXTS)
@@ -78,7 +87,7 @@ def _class_table(classes: tuple) -> tuple[np.ndarray, np.ndarray]:
     return np.array(cuts, dtype=np.uint32), member
 
 
-_CUTS, _MEMBER = _class_table((HIRAGANA, KATAKANA, KANJI, JAPANESE_PUNCT, WHITESPACE))
+_CUTS, _MEMBER = _class_table((HIRAGANA, KATAKANA, KANJI, JAPANESE_PUNCT, WHITESPACE, DIGITS, ASCII_SYMBOLS))
 
 
 def char_stats(text: str) -> CharStats:
@@ -102,8 +111,8 @@ def char_stats_many(texts: list[str]) -> list[CharStats]:
         pieces = np.searchsorted(_CUTS, cp, side="right") - 1
         pieces += np.repeat(np.arange(len(todo)) * len(_CUTS), lengths)  # one row of bins per text
         counts = np.bincount(pieces, minlength=len(todo) * len(_CUTS)).reshape(len(todo), len(_CUTS)) @ _MEMBER
-        for text, (hira, kata, kanji, punct, space) in zip(todo, counts.tolist()):
-            _STATS[text] = CharStats(hira, kata, kanji, hira + kata + kanji + punct, len(text) - space)
+        for text, (hira, kata, kanji, punct, space, digits, symbols) in zip(todo, counts.tolist()):
+            _STATS[text] = CharStats(hira, kata, kanji, hira + kata + kanji + punct, len(text) - space, digits, symbols)
     return [_STATS[t] for t in texts]
 
 
@@ -224,6 +233,45 @@ def top_ngram_bounds_many(texts: list[str], n: int) -> list[int]:
     return [_TOP_BOUNDS[(t, n)] for t in texts]
 
 
+def top_ngram_counts_many(texts: list[str], n: int) -> None:
+    """Cache the exact :func:`top_ngram_count` of every text, without sorting all n-grams.
+
+    As in :func:`top_ngram_bounds_many`, every n-gram is counted into a hash
+    bin (4 per n-gram): no n-gram occurs more often than its bin's count.
+    Then, per text, (1) the n-grams in its fullest bins are counted exactly,
+    which gives a count ``e`` that some n-gram reaches; (2) the n-grams whose
+    bin count exceeds ``e`` are counted exactly: the top n-gram, if it occurs
+    more than ``e`` times, is among them. Both sets are small (the frequent
+    n-grams and what shares their bins), so the two sorts are small; on news
+    articles this costs ~2x the bound alone, where sorting every n-gram cost ~8x.
+
+    >>> top_ngram_counts_many(["ねこねこねこ", "あいうえお", "a"], 2)
+    >>> top_ngram_count("ねこねこねこ", 2), top_ngram_count("あいうえお", 2), top_ngram_count("a", 2)
+    (3, 1, 0)
+    >>> clear_caches()
+    """
+    todo = _todo(texts, n, _TOP_COUNTS)
+    if not todo:
+        return
+    keys, shift, _ = _chunk_keys(todo, n)
+    per_text = np.array([len(t) - n + 1 for t in todo], dtype=np.int64)
+    counts = _bin_counts(keys, 4)
+    bound = np.maximum.reduceat(counts, np.cumsum(per_text) - per_text)
+    reached = _exact_top(keys[counts == np.repeat(bound, per_text)], shift, len(todo))
+    above = _exact_top(keys[counts > np.repeat(reached, per_text)], shift, len(todo))
+    for t, top in zip(todo, np.maximum(reached, above).tolist()):
+        _TOP_COUNTS[(t, n)] = top
+
+
+def _exact_top(keys: np.ndarray, shift: np.uint64, texts: int) -> np.ndarray:
+    """Per text (index in the keys' top bits), the greatest number of times one key occurs in ``keys``."""
+    top = np.zeros(texts, dtype=np.int64)
+    if len(keys):
+        distinct, occurrences = np.unique(keys, return_counts=True)
+        np.maximum.at(top, (distinct >> shift).astype(np.int64), occurrences)
+    return top
+
+
 def top_ngram_bound(text: str, n: int) -> int | None:
     """The bound :func:`top_ngram_bounds_many` cached for ``text``, else None."""
     return _TOP_BOUNDS.get((text, n))
@@ -246,7 +294,52 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     todo = _todo(texts, n, _DUP_SHARES)
     if not todo:
         return
-    keys, shift, valid = _chunk_keys(todo, n)
+    counts, covered = _duplicate_coverage(todo, n)
+    for t, starts_t, cov in zip(todo, counts.tolist(), covered.tolist()):
+        _DUP_STARTS[(t, n)] = starts_t
+        _DUP_SHARES[(t, n)] = cov / len(t)
+
+
+def windowed_duplicate_shares(texts: list[str], n: int, window: int) -> list[float]:
+    """Share of each text's characters inside n-grams seen twice *within the same window*.
+
+    Each text is cut into windows of ``window`` characters (a last piece shorter
+    than half a window joins the one before; ``window`` 0: the whole text), the
+    duplicate coverage is counted in each window, and the covered characters
+    are summed over the text's windows. Over a whole text the share grows with
+    its length (a long novel repeats any phrase somewhere); over windows it
+    does not, and a text shorter than 1.5 windows gets exactly
+    :func:`duplicate_ngram_share`. Not cached: the filter calls it once per chunk.
+
+    >>> windowed_duplicate_shares(["あいうえお" * 4, "あいうえおかきくけこ" * 2], 5, 10)
+    [1.0, 0.0]
+    """
+    pieces, owner = [], []
+    for k, text in enumerate(texts):
+        for piece in _windows(text, window):
+            if len(piece) >= n:
+                pieces.append(piece)
+                owner.append(k)
+    covered = np.zeros(len(texts))
+    if pieces:
+        _, cov = _duplicate_coverage(pieces, n)
+        np.add.at(covered, np.array(owner, dtype=np.int64), cov)
+    return [float(c) / len(t) if t else 0.0 for c, t in zip(covered.tolist(), texts)]
+
+
+def _windows(text: str, window: int) -> list[str]:
+    """``text`` cut every ``window`` characters; a last piece under half a window joins the one before."""
+    if window <= 0 or len(text) < window + window // 2:
+        return [text]
+    cuts = list(range(0, len(text), window))
+    if len(text) - cuts[-1] < window // 2:
+        cuts.pop()
+    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
+
+
+def _duplicate_coverage(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per text (each at least n characters): duplicated n-gram occurrences, characters they cover."""
+    keys, shift, valid = _chunk_keys(texts, n)
     # Only n-grams whose bin (8 per n-gram) holds another one can occur twice: the
     # argsort that finds the real repeats needs those alone (~15% of news n-grams).
     may_repeat = np.flatnonzero(_bin_counts(keys, 8) >= 2)
@@ -262,12 +355,10 @@ def duplicate_ngram_shares_many(texts: list[str], n: int) -> None:
     # start adds n, or less when the next duplicated n-gram starts within it
     gaps = np.minimum(np.diff(np.flatnonzero(valid)[starts]), n)  # (positions in the concatenation)
     inside = text_of[1:] == text_of[:-1]
-    covered = np.bincount(text_of[:-1][inside], weights=gaps[inside], minlength=len(todo))
-    counts = np.bincount(text_of, minlength=len(todo))
+    covered = np.bincount(text_of[:-1][inside], weights=gaps[inside], minlength=len(texts))
+    counts = np.bincount(text_of, minlength=len(texts))
     covered += n * (counts > 0)
-    for t, starts_t, cov in zip(todo, counts.tolist(), covered.tolist()):
-        _DUP_STARTS[(t, n)] = starts_t
-        _DUP_SHARES[(t, n)] = cov / len(t)
+    return counts, covered
 
 
 def _bin_counts(keys: np.ndarray, per_key: int) -> np.ndarray:

@@ -23,8 +23,11 @@ import click
               help="Worker processes; the output is identical for every value.")
 @click.option("--rejects", default=None, help="Write every dropped document with its filter and reason here.")
 @click.option("--report", default=None, help="Write the counts per step as JSON here.")
+@click.option("--report-html", default=None,
+              help="Write a self-contained HTML page: counts, a histogram per measure, examples per reason.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
-def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, progress):
+def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, report_html,
+              progress):
     """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
 
     INPUT is JSON Lines (.jsonl, .gz, .zst) or plain text files, globs or folders.
@@ -32,7 +35,7 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
     \b
     Example:
       jpcorpus normalize raw/*.jsonl.gz -o clean.jsonl.zst --workers 8 \\
-          --rejects rejects.jsonl --report report.json
+          --rejects rejects.jsonl --report report.json --report-html report.html
       jpcorpus normalize old_sjis/*.txt -o clean.jsonl --encoding cp932 --profile web
     """
     from jpcorpus.normalize.pipeline import run_normalize
@@ -50,5 +53,36 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
         with open(report, "w", encoding="utf-8") as f:
             json.dump(result.as_dict(), f, ensure_ascii=False, indent=2)
             f.write("\n")
+    if report_html:
+        from jpcorpus.normalize.report_html import render, write_html
+
+        write_html(report_html, render(result.as_dict(), result.examples))
     click.echo(result.table(), err=True)
     click.echo(f"wrote {result.docs_out:,} documents to {output}", err=True)
+
+
+@click.command("report")
+@click.argument("rejects")
+@click.option("--report", "report_json", required=True, help="The --report JSON file of the same normalize run.")
+@click.option("-o", "--output", required=True, help="HTML file to write.")
+def report(rejects, report_json, output):
+    """Write the HTML report of a finished normalize run from its --rejects and --report files.
+
+    \b
+    Example:
+      jpcorpus normalize raw.jsonl -o clean.jsonl --rejects rejects.jsonl --report report.json
+      jpcorpus report rejects.jsonl --report report.json -o report.html
+    """
+    from jpcorpus.normalize.report_html import examples_from_rejects, read_jsonl, render, write_html
+
+    try:
+        with open(report_json, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"--report {report_json}: cannot read the run's JSON report ({exc})") from None
+    try:
+        examples = examples_from_rejects(read_jsonl(rejects))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    write_html(output, render(summary, examples))
+    click.echo(f"wrote {output}", err=True)

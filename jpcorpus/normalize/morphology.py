@@ -1,13 +1,10 @@
-"""Quality filters that need words: Sudachi morphological analysis (sudachidict-core).
+"""Sudachi morphological analysis (sudachidict-core) for the word-level filters.
 
 Whitespace-based word rules (Gopher, C4) do not work for Japanese, which has
-no spaces. These filters count real morphemes instead: how many words, how
-many are nouns (a list of nouns is not prose), whether particles and
-auxiliary verbs are there to hold sentences together, how many words the
-dictionary does not know, and how often word n-grams repeat.
-
-All of them read one :func:`analyze` result per document (cached), so a
-document is tokenized once however many of these filters a profile lists.
+no spaces. The filters of :mod:`jpcorpus.normalize.word_filters` count real
+morphemes instead, and all of them read one :func:`analyze` result per
+document (cached), so a document is tokenized once however many of these
+filters a profile lists.
 Each worker process creates its own Sudachi tokenizer the first time it needs
 one; nothing is created at import time, so ``--help`` stays instant.
 
@@ -23,12 +20,10 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar
 
 import numpy as np
 
-from jpcorpus.document import Document
-from jpcorpus.normalize.steps import Filter, FilterResult
+from jpcorpus.normalize.charstats import char_stats_many
 
 SUDACHI_MAX_BYTES = 49_149
 # A character is at most 4 bytes of UTF-8, so a piece of this many characters
@@ -41,6 +36,9 @@ SYMBOL, NOUN, PARTICLE, AUX_VERB, OTHER = 0, 1, 2, 3, 4
 _CLASS_OF_POS = {"補助記号": SYMBOL, "記号": SYMBOL, "空白": SYMBOL,
                  "名詞": NOUN, "助詞": PARTICLE, "助動詞": AUX_VERB}
 OOV_WORD_ID = 0xF000_0000  # Sudachi gives out-of-vocabulary words the id 0xF0000000 | pos id
+# Out-of-vocabulary words that are not noise: transliterated names and loanwords (katakana
+# only), and numbers written in kanji or digits (一一〇, 二〇二四, 3.14).
+_NAME_OR_NUMBER = re.compile(r"[ァ-ヺー・=ヽヾ]+|[0-9０-９〇一二三四五六七八九十百千万億兆・.,]+")
 # Documents in a batch of the pipeline, whose word-level steps run over every
 # document of the batch in turn (``pipeline.process_docs``) and then clear the cache.
 CACHE_TEXTS = 256
@@ -93,9 +91,10 @@ class Analysis:
 
     classes: np.ndarray  # uint8 word class (NOUN, PARTICLE, ...) of each word
     word_ids: np.ndarray  # int64 Sudachi word id; unknown words: OOV_WORD_ID + CRC32 of the surface
-    unknown: np.ndarray  # bool: out of the dictionary and not ASCII (numbers, Latin words are fine)
+    unknown: np.ndarray  # bool: out of the dictionary, and not ASCII, katakana only or a number
     class_counts: tuple = ()  # words per class (index NOUN, PARTICLE, ...), counted once
     unknown_count: int = 0
+    noun_units: int = 0  # runs of consecutive nouns (joined by nothing, ・ or =): a compound counts once
 
     @property
     def words(self) -> int:
@@ -103,6 +102,16 @@ class Analysis:
 
     def share(self, word_class: int) -> float:
         return float(self.class_counts[word_class]) / self.words if self.words else 0.0
+
+    @property
+    def units(self) -> int:
+        """Words, with each compound noun (``2011年4月7日``, ``ジョン・F・ケネディ``) counted once."""
+        return self.words - self.class_counts[NOUN] + self.noun_units if self.words else 0
+
+    def unit_share(self, word_class: int) -> float:
+        """Share of :attr:`units` in ``word_class`` (compound nouns counted once)."""
+        count = self.noun_units if word_class == NOUN else self.class_counts[word_class]
+        return float(count) / self.units if self.units else 0.0
 
     @property
     def unknown_share(self) -> float:
@@ -126,14 +135,16 @@ def analyze(text: str, mode: str = "C") -> Analysis:
     """Tokenize ``text`` with Sudachi (in pieces if long) and keep word classes and ids.
 
     Sudachi has no dictionary entries for numbers and Latin words (``2024``,
-    ``UTC``): they come out as out-of-vocabulary words, but they are not noise,
-    so ``unknown`` counts only the out-of-vocabulary words that are not ASCII.
+    ``UTC``), nor for many transliterated names (``ヴィトゲンシュタイン``) and kanji
+    numerals (``一一〇``): they come out as out-of-vocabulary words, but they are
+    not noise, so ``unknown`` counts only the out-of-vocabulary words that are
+    neither ASCII, nor katakana only, nor a number.
     Results are cached until :func:`clear_caches`; :func:`analyze_many` fills
     the cache for many texts at once, which is cheaper per text.
 
     >>> a = analyze("吾輩は猫である。2024年UTC")
-    >>> a.words, round(a.share(NOUN), 2), int(a.unknown.sum())
-    (8, 0.5, 0)
+    >>> a.words, round(a.share(NOUN), 2), int(a.unknown.sum()), a.noun_units
+    (8, 0.5, 0, 2)
     """
     found = _ANALYSES.get((text, mode))
     return found if found is not None else analyze_many([text], mode)[0]
@@ -149,11 +160,19 @@ def analyze_many(texts: list[str], mode: str = "C") -> list[Analysis]:
     What remains around ``tokenize`` is mostly making a Python object of each
     morpheme and reading its word id: ~11% of ``tokenize``'s time on news
     articles, which SudachiPy's API offers no way around.
+
+    A text written in katakana where modern text uses hiragana (katakana-kanji
+    orthography, a children's text in katakana: :func:`is_katakana_orthography`)
+    is analyzed with its katakana read as hiragana (:func:`as_analyzed`):
+    Sudachi's dictionary writes particles and endings in hiragana, and took
+    ``ガ`` and ``ニ`` for nouns.
     """
     tokenizer = _tokenizer(mode)
     parts, sizes, pending = [], [], []
-    for text in texts:
+    for text, stats in zip(texts, char_stats_many(texts)):
         size = 0
+        if stats.katakana > stats.hiragana and is_katakana_orthography(text, stats.hiragana, stats.visible):
+            text = as_analyzed(text)
         for piece in split_for_sudachi(text):
             before = len(pending)
             pending += tokenizer.tokenize(piece)
@@ -164,8 +183,10 @@ def analyze_many(texts: list[str], mode: str = "C") -> list[Analysis]:
         sizes.append(size)
     parts.append(_read_morphemes(pending))
     classes, ids, unknown = (np.concatenate(arrays) for arrays in zip(*parts))
+    token_text = np.repeat(np.arange(len(texts)), sizes)
+    units = _noun_units(classes, ids, token_text, len(texts))
     words = classes != SYMBOL
-    text_of = np.repeat(np.arange(len(texts)), sizes)[words]  # which text each word belongs to
+    text_of = token_text[words]  # which text each word belongs to
     classes, ids, unknown = classes[words], ids[words], unknown[words]
     per_class = np.bincount(text_of * (OTHER + 1) + classes, minlength=len(texts) * (OTHER + 1))
     per_class = per_class.reshape(len(texts), OTHER + 1).tolist()
@@ -176,11 +197,59 @@ def analyze_many(texts: list[str], mode: str = "C") -> list[Analysis]:
     results, start = [], 0
     for k, text in enumerate(texts):
         end = ends[k]
-        result = Analysis(classes[start:end], ids[start:end], unknown[start:end], tuple(per_class[k]), unknowns[k])
+        result = Analysis(classes[start:end], ids[start:end], unknown[start:end], tuple(per_class[k]), unknowns[k],
+                          units[k])
         _ANALYSES[(text, mode)] = result
         results.append(result)
         start = end
     return results
+
+
+# What katakana orthography writes in katakana and loanwords and names never are: the particle ヲ,
+# a particle standing alone (between kanji, or between spaces), polite and classical endings.
+_KATAKANA_GRAMMAR = re.compile(r"ヲ|(?<![ァ-ヺー])[ハガニヘトモノデ](?![ァ-ヺー])|[ァ-ヶ](?:マス|マシタ|デス|ナリ|タリ|ケリ)")
+
+
+def is_katakana_orthography(text: str, hiragana: int, visible: int) -> bool:
+    """Whether ``text`` writes its particles and endings in katakana: such marks (ヲ, a lone ハ or ニ,
+    マス, タリ) are at least one in 50 characters. Called for texts with more katakana than hiragana.
+
+    >>> is_katakana_orthography("余ハ幼キ頃ヨリ山ヲ好ミタリ。", 0, 14)
+    True
+    >>> t = "ファイル 日清食品 時間 発表 サイト マラソン レース 東京 選手 ランナー オリンピック"
+    >>> is_katakana_orthography(t, 0, len(t))
+    False
+    """
+    return 50 * len(_KATAKANA_GRAMMAR.findall(text)) >= visible
+
+
+_KATAKANA_TO_HIRAGANA = {c: c - 0x60 for c in range(0x30A1, 0x30F7)} | {0x30FD: 0x309D, 0x30FE: 0x309E}
+
+
+def as_analyzed(text: str) -> str:
+    """``text`` with katakana turned into hiragana, for the analysis of text written in katakana.
+
+    >>> as_analyzed("余ハ幼キ頃ヨリ山ヲ好ミタリ。")
+    '余は幼き頃より山を好みたり。'
+    """
+    return text.translate(_KATAKANA_TO_HIRAGANA)
+
+
+@lru_cache(maxsize=None)
+def _joiner_ids() -> np.ndarray:
+    """Word ids of the symbols that join the parts of one name: ・ and = (after NFKC)."""
+    return np.array(sorted({m.word_id() for text in ("・", "=", "＝") for m in _tokenizer("C").tokenize(text)}),
+                    dtype=np.int64)
+
+
+def _noun_units(classes: np.ndarray, ids: np.ndarray, text_of: np.ndarray, texts: int) -> list[int]:
+    """Runs of consecutive nouns per text, over all tokens (symbols included: they end a run, but ・ and =
+    do not). Sudachi cuts a date or a foreign name into many nouns; as a run it counts once."""
+    keep = ~np.isin(ids, _joiner_ids()) | (classes != SYMBOL)
+    noun, owner = classes[keep] == NOUN, text_of[keep]
+    starts = noun.copy()
+    starts[1:] &= ~(noun[:-1] & (owner[1:] == owner[:-1]))
+    return np.bincount(owner[starts], minlength=texts).tolist()
 
 
 def _read_morphemes(ms: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,168 +289,10 @@ def _read_morphemes(ms: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         surfaces = [ms[i].surface() for i in oov.tolist()]
         ids[oov] = np.fromiter(map(zlib.crc32, map(str.encode, surfaces)), dtype=np.int64, count=len(oov))
         ids[oov] += OOV_WORD_ID
-        unknown[oov] = [not s.isascii() for s in surfaces]
+        unknown[oov] = [not (s.isascii() or _NAME_OR_NUMBER.fullmatch(s)) for s in surfaces]
     return classes, ids, unknown
 
 
 def clear_caches() -> None:
     """Drop the cached analyses (the pipeline does after each batch of documents)."""
     _ANALYSES.clear()
-
-
-class _MorphologyFilter(Filter):
-    mode: str
-    word_level: ClassVar[bool] = True  # the pipeline runs these over a whole batch (process_docs)
-
-    def prepare(self, docs: list[Document]) -> None:
-        """Analyze, in one :func:`analyze_many`, those of ``docs`` not analyzed yet."""
-        todo = list({d.text: None for d in docs if (d.text, self.mode) not in _ANALYSES})
-        if todo:
-            analyze_many(todo, self.mode)
-
-    def _analysis(self, doc: Document) -> Analysis:
-        return analyze(doc.text, self.mode)
-
-    def _check_mode(self) -> None:
-        if self.mode not in ("A", "B", "C"):
-            raise ValueError(f"{self.name}.mode must be A, B or C (Sudachi split mode), got {self.mode!r}")
-
-
-@dataclass
-class MinWords(_MorphologyFilter):
-    """Drop documents with fewer than ``min_words`` words (symbols not counted).
-
-    >>> MinWords(min_words=10).filter(Document("猫がいる。"))
-    (False, 'too_few_words')
-    """
-
-    name: ClassVar[str] = "min_words"
-    reasons: ClassVar[tuple[str, ...]] = ("too_few_words",)
-    min_words: int = 20
-    """Fewest words a kept document has."""
-    mode: str = "C"
-    """Sudachi split mode (A short units, C long units)."""
-
-    def __post_init__(self) -> None:
-        self._check_mode()
-
-    def filter(self, doc: Document) -> FilterResult:
-        return True if self._analysis(doc).words >= self.min_words else (False, "too_few_words")
-
-
-@dataclass
-class NounRatio(_MorphologyFilter):
-    """Drop documents that are mostly nouns: keyword lists, tag clouds, menus.
-
-    >>> NounRatio().filter(Document("東京 大阪 名古屋 札幌 福岡 温泉 旅館 ホテル 格安 予約"))
-    (False, 'too_many_nouns')
-    >>> NounRatio().filter(Document("週末は友達と京都へ行って、お寺を見て回りました。"))
-    True
-    """
-
-    name: ClassVar[str] = "noun_ratio"
-    reasons: ClassVar[tuple[str, ...]] = ("too_many_nouns",)
-    max_ratio: float = 0.7
-    """Greatest share of words that are nouns."""
-    mode: str = "C"
-    """Sudachi split mode."""
-
-    def __post_init__(self) -> None:
-        self._check_fraction("max_ratio", self.max_ratio)
-        self._check_mode()
-
-    def filter(self, doc: Document) -> FilterResult:
-        return True if self._analysis(doc).share(NOUN) <= self.max_ratio else (False, "too_many_nouns")
-
-
-@dataclass
-class FunctionWordRatio(_MorphologyFilter):
-    """Drop documents without enough particles and auxiliary verbs (は が を に です ます).
-
-    Japanese sentences are held together by them; their absence marks lists,
-    titles, tables and text in other languages.
-
-    >>> FunctionWordRatio().filter(Document("新製品 発表 限定 価格 送料 無料"))
-    (False, 'too_few_function_words')
-    >>> FunctionWordRatio().filter(Document("雨が降ったので、試合は中止になりました。"))
-    True
-    """
-
-    name: ClassVar[str] = "function_word_ratio"
-    reasons: ClassVar[tuple[str, ...]] = ("too_few_function_words",)
-    min_ratio: float = 0.15
-    """Least share of words that are particles (助詞) or auxiliary verbs (助動詞)."""
-    mode: str = "C"
-    """Sudachi split mode."""
-
-    def __post_init__(self) -> None:
-        self._check_fraction("min_ratio", self.min_ratio)
-        self._check_mode()
-
-    def filter(self, doc: Document) -> FilterResult:
-        a = self._analysis(doc)
-        share = a.share(PARTICLE) + a.share(AUX_VERB)
-        return True if share >= self.min_ratio else (False, "too_few_function_words")
-
-
-@dataclass
-class UnknownWordRatio(_MorphologyFilter):
-    """Drop documents with many words Sudachi's dictionary does not know (mojibake, noise).
-
-    >>> UnknownWordRatio().filter(Document("ｑｚｘ ｗｖｋ ｊｊｑ ｘｘｚ ｐｑｒ は です"))
-    (False, 'too_many_unknown_words')
-    """
-
-    name: ClassVar[str] = "unknown_word_ratio"
-    reasons: ClassVar[tuple[str, ...]] = ("too_many_unknown_words",)
-    max_ratio: float = 0.1
-    """Greatest share of words that are out of the dictionary."""
-    mode: str = "C"
-    """Sudachi split mode."""
-
-    def __post_init__(self) -> None:
-        self._check_fraction("max_ratio", self.max_ratio)
-        self._check_mode()
-
-    def filter(self, doc: Document) -> FilterResult:
-        return True if self._analysis(doc).unknown_share <= self.max_ratio else (False, "too_many_unknown_words")
-
-
-@dataclass
-class WordNgramRepetition(_MorphologyFilter):
-    """Drop documents where word n-grams repeat too often (spam, generated filler).
-
-    The share is the fraction of word n-grams that repeat an earlier one
-    (words are compared by Sudachi word id, unknown words by their surface).
-
-    >>> WordNgramRepetition().filter(Document("今すぐ登録して稼ごう。" * 5 + "簡単です。"))
-    (False, 'repeated_word_ngrams')
-    """
-
-    name: ClassVar[str] = "word_ngram_repetition"
-    reasons: ClassVar[tuple[str, ...]] = ("repeated_word_ngrams",)
-    n: int = 3
-    """Words per n-gram."""
-    max_share: float = 0.3
-    """Greatest share of word n-grams that repeat an earlier one."""
-    mode: str = "C"
-    """Sudachi split mode."""
-
-    def __post_init__(self) -> None:
-        self._check_fraction("max_share", self.max_share)
-        self._check_positive("n", self.n)
-        self._check_mode()
-
-    def filter(self, doc: Document) -> FilterResult:
-        ids = self._analysis(doc).word_ids
-        if len(ids) < self.n:
-            return True
-        count = len(ids) - self.n + 1
-        grams = ids[:count].copy()  # int64 arithmetic on arrays wraps silently, as a hash should
-        for k in range(1, self.n):
-            grams *= np.int64(1_000_003)
-            grams += ids[k:count + k]
-        grams.sort()
-        distinct = 1 + int(np.count_nonzero(grams[1:] != grams[:-1]))
-        repeated = 1.0 - distinct / len(grams)
-        return True if repeated <= self.max_share else (False, "repeated_word_ngrams")

@@ -29,7 +29,7 @@ from jpcorpus.normalize import charstats, morphology
 from jpcorpus.normalize.output import AtomicJsonlWriter
 from jpcorpus.normalize.profiles import build_steps, load_profile
 from jpcorpus.normalize.report import RunReport, StepCount
-from jpcorpus.normalize.steps import Formatter
+from jpcorpus.normalize.steps import Filter, Formatter
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
 from jpcorpus.workers import ignore_sigint, ordered_map
 
@@ -48,11 +48,18 @@ def _init_worker(profile: dict[str, Any]) -> None:
 
 
 def _new_counts(steps: Iterable) -> list[StepCount]:
-    return [StepCount(s.name, "formatter" if isinstance(s, Formatter) else "filter") for s in steps]
+    return [StepCount(s.name, "formatter") if isinstance(s, Formatter) else
+            StepCount(s.name, "filter", limits=s._limits() if _measures(s) else []) for s in steps]
+
+
+def _measures(step) -> bool:
+    """Whether ``step`` states its rules as measures and limits (a filter of one's own may only ``filter``)."""
+    return type(step).measure is not Filter.measure
 
 
 def process_document(doc: Document, steps: list, counts: list[StepCount]) -> tuple:
-    """Run the per-document steps on ``doc``: ``("keep", doc)`` or ``("drop", doc, step, reason)``."""
+    """Run the per-document steps on ``doc``: ``("keep", doc)`` or ``("drop", doc, step, reason, measured)``
+    (``measured``: the measure that decided and its value, or None)."""
     for step, count in zip(steps, counts):
         if dropped := _apply(step, count, doc):
             return dropped
@@ -68,12 +75,20 @@ def _apply(step, count: StepCount, doc: Document) -> tuple | None:
         count.chars_out += len(text)
         doc.text = text
         return None
-    verdict = step.filter(doc)
+    measured = None
+    if _measures(step):  # the runner keeps the values: histograms, and the value beside each drop
+        values = step.measure(doc)
+        verdict, limit = step.judge(values)
+        count.measured(values, limit.measure if limit else None)
+        if limit is not None:
+            measured = (limit.measure, values[limit.measure])
+    else:
+        verdict = step.filter(doc)
     if verdict is True:
         return None
     reason = verdict[1] if isinstance(verdict, tuple) else step.name
     count.dropped(reason, len(doc.text))
-    return ("drop", doc, step.name, reason)
+    return ("drop", doc, step.name, reason, measured)
 
 
 def process_docs(docs: list[Document], steps: list, counts: list[StepCount]) -> list[tuple]:
@@ -237,6 +252,7 @@ def run_normalize(
     with ExitStack() as stack:
         out = stack.enter_context(AtomicJsonlWriter(out_path))
         rej = stack.enter_context(AtomicJsonlWriter(rejects)) if rejects else None
+        rej = _Rejects(rej, report)
         bar = stack.enter_context(_progress_bar(progress))
         for results, batch_counts in _results(_batches(paths, read_options, stats), loaded, workers):
             for total, part in zip(counts, batch_counts):
@@ -266,14 +282,30 @@ def _emit(item: tuple, dedups: list, dedup_counts: list[StepCount], out, rej, re
             verdict = dedup.check(fingerprint)
             if verdict is not True:
                 count.dropped(verdict[1], len(doc.text))
-                kind, item = "drop", ("drop", doc, dedup.name, verdict[1])
+                kind, item = "drop", ("drop", doc, dedup.name, verdict[1], None)
                 break
     if kind == "keep":
         out.write(doc.to_record(text_key))
         report.docs_out += 1
         report.chars_out += len(doc.text)
     elif rej is not None:
-        rej.write({"filter": item[2], "reason": item[3], "source": doc.source, "record": doc.to_record(text_key)})
+        line = {"filter": item[2], "reason": item[3]}
+        if item[4] is not None:  # the measure that decided and its value (rounded: JSON stays short)
+            line.update(measure=item[4][0], value=round(float(item[4][1]), 6))
+        line.update(source=doc.source, record=doc.to_record(text_key))
+        rej.write(line)
+
+
+class _Rejects:
+    """The rejects file (if any) and the report's capped examples per reason: every drop goes to both."""
+
+    def __init__(self, writer, report: RunReport):
+        self.writer, self.report = writer, report
+
+    def write(self, line: dict) -> None:
+        self.report.add_example(line)
+        if self.writer is not None:
+            self.writer.write(line)
 
 
 class _progress_bar:

@@ -26,16 +26,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jpcorpus.normalize import dedup, filters, morphology, normalizers, web_filters
+from jpcorpus.normalize import dedup, filters, line_filters, normalizers, web_filters, word_filters
 from jpcorpus.normalize.steps import Step
 
 STEP_TYPES: dict[str, type[Step]] = {cls.name: cls for cls in (
     normalizers.UnicodeNfkc, normalizers.RemoveInvisible, normalizers.NormalizeWhitespace,
-    filters.MinLength, filters.JapaneseFraction, filters.HiraganaFraction, filters.KatakanaFraction,
-    filters.SentenceLength, filters.EllipsisLines, filters.DuplicateLines, filters.TopNgramShare,
+    filters.MinLength, filters.JapaneseFraction, filters.HiraganaFraction, filters.KanaFraction,
+    filters.KatakanaFraction, line_filters.SentenceLength, line_filters.EllipsisLines, line_filters.DuplicateLines,
+    filters.TopNgramShare,
     filters.DuplicateNgramShare, web_filters.Mojibake, web_filters.BoilerplateLines,
-    morphology.MinWords, morphology.NounRatio, morphology.FunctionWordRatio,
-    morphology.UnknownWordRatio, morphology.WordNgramRepetition,
+    word_filters.MinWords, word_filters.NounRatio, word_filters.FunctionWordRatio,
+    word_filters.UnknownWordRatio, word_filters.WordNgramRepetition,
     dedup.ExactDedup, dedup.NearDedup,
 )}
 

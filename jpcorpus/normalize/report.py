@@ -6,6 +6,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from jpcorpus.normalize.histogram import Histogram
+
+EXAMPLES_PER_REASON = 5  # dropped documents kept per reason for the HTML report
+EXAMPLE_CHARS = 300
+
 
 @dataclass
 class StepCount:
@@ -24,6 +29,23 @@ class StepCount:
     chars_out: int = 0
     reason_docs: Counter = field(default_factory=Counter)
     reason_chars: Counter = field(default_factory=Counter)
+    limits: list = field(default_factory=list)  # filters: their Limit rules, for the report
+    histograms: dict = field(default_factory=dict)  # measure name -> Histogram
+
+    def measured(self, values: dict, dropped_by: str | None) -> None:
+        """Record a document's measures; ``dropped_by``: the measure whose limit dropped it.
+
+        A dropped document's other measures are not recorded: the histograms
+        show, per measure, what passed and what that measure's rule removed.
+        """
+        if dropped_by is not None:
+            values = {dropped_by: values[dropped_by]}
+        histograms = self.histograms
+        for name, value in values.items():
+            hist = histograms.get(name)
+            if hist is None:
+                hist = histograms[name] = Histogram.for_measure(name)
+            hist.add(value, dropped=dropped_by is not None)
 
     def saw(self, text: str) -> None:
         self.docs_in += 1
@@ -48,6 +70,12 @@ class StepCount:
         self.chars_out += other.chars_out
         self.reason_docs.update(other.reason_docs)
         self.reason_chars.update(other.reason_chars)
+        for name, hist in other.histograms.items():
+            if name in self.histograms:
+                self.histograms[name].merge(hist)
+            else:
+                self.histograms[name] = Histogram(hist.log, hist.bins, list(hist.kept), list(hist.dropped),
+                                                  hist.not_judged)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"step": self.step, "kind": self.kind, "docs_in": self.docs_in, "chars_in": self.chars_in,
@@ -59,6 +87,11 @@ class StepCount:
             out["chars_out"] = self.chars_in - self.chars_dropped
         out["reasons"] = {r: {"docs": self.reason_docs[r], "chars": self.reason_chars[r]}
                           for r in sorted(self.reason_docs)}
+        if self.limits:
+            out["limits"] = [{"reason": x.reason, "measure": x.measure, "low": x.low, "high": x.high}
+                             for x in self.limits]
+        if self.histograms:
+            out["histograms"] = {name: self.histograms[name].as_dict() for name in sorted(self.histograms)}
         return out
 
 
@@ -74,6 +107,13 @@ class RunReport:
     chars_out: int = 0
     seconds: float = 0.0
     dedup_memory_bytes: int = 0
+    examples: dict = field(default_factory=dict)  # reason -> the first EXAMPLES_PER_REASON drops (not in as_dict)
+
+    def add_example(self, line: dict) -> None:
+        """Keep the rejects ``line`` (shortened) as an example of its reason, up to the cap."""
+        kept = self.examples.setdefault(line["reason"], [])
+        if len(kept) < EXAMPLES_PER_REASON:
+            kept.append(example_of(line))
 
     @property
     def docs_in(self) -> int:
@@ -106,3 +146,12 @@ class RunReport:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:4], widths)))
                  + ("  " + r[4] if r[4] else "") for r in rows]
         return "\n".join(line.rstrip() for line in lines)
+
+
+def example_of(line: dict, text_key: str = "text") -> dict[str, Any]:
+    """The part of a rejects line an HTML report shows: filter, reason, value, source and the text's start."""
+    record = line.get("record") or {}
+    text = record.get(text_key) if isinstance(record.get(text_key), str) else line.get("message", "")
+    return {"filter": line.get("filter"), "reason": line.get("reason"), "measure": line.get("measure"),
+            "value": line.get("value"), "source": line.get("source"), "id": record.get("id"),
+            "chars": len(text), "head": "\n".join(text[:EXAMPLE_CHARS].split("\n")[:4])}

@@ -13,11 +13,33 @@ parallelism and the rejects file; steps never print or count.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Union
 
 from jpcorpus.document import Document
 
 FilterResult = Union[bool, "tuple[bool, str]"]
+Measures = dict  # measure name -> float, or None where the measure does not apply to the document
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One rule of a filter: drop with ``reason`` when ``measure`` is below ``low`` or above ``high``.
+
+    A filter states its rules as limits so that the runner, not the filter, can
+    record what each document measured (histograms in the report, the value in
+    the rejects file) and the report can mark the thresholds.
+    """
+
+    reason: str
+    measure: str
+    low: float | None = None
+    high: float | None = None
+
+    def broken_by(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return (self.low is not None and value < self.low) or (self.high is not None and value > self.high)
 
 
 class Step:
@@ -48,12 +70,37 @@ class Formatter(Step):
 
 
 class Filter(Step):
-    """Keeps a document (``True``) or drops it with a reason (``(False, reason)``)."""
+    """Keeps a document (``True``) or drops it with a reason (``(False, reason)``).
+
+    A filter measures (``measure(doc) -> {name: value}``) and states its rules
+    (``limits()``); ``filter`` judges the measures against the limits in order,
+    the first broken one giving the reason. The runner calls ``measure`` and
+    ``judge`` itself so that it can keep the values.
+    """
 
     reasons: ClassVar[tuple[str, ...]] = ()
 
-    def filter(self, doc: Document) -> FilterResult:  # pragma: no cover - abstract
+    def measure(self, doc: Document) -> Measures:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def limits(self) -> list[Limit]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def judge(self, values: Measures) -> tuple[FilterResult, Limit | None]:
+        """The verdict on measured ``values`` and the limit that decided it (None when kept)."""
+        for limit in self._limits():
+            if limit.broken_by(values.get(limit.measure)):
+                return (False, limit.reason), limit
+        return True, None
+
+    def filter(self, doc: Document) -> FilterResult:
+        return self.judge(self.measure(doc))[0]
+
+    def _limits(self) -> list[Limit]:
+        found = self.__dict__.get("_limit_list")
+        if found is None:
+            found = self.__dict__["_limit_list"] = self.limits()
+        return found
 
 
 def as_document(text: str) -> Document:

@@ -6,11 +6,12 @@ before Sudachi.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from jpcorpus.document import Document
-from jpcorpus.normalize.steps import Filter, FilterResult
+from jpcorpus.normalize.steps import Filter, Limit, Measures
 
 # Characters that are rare in real Japanese but frequent in the two common
 # mojibake: UTF-8 bytes decoded as cp932 (縺 繧 繝 譁 ...) and as Latin-1 or
@@ -42,12 +43,13 @@ class Mojibake(Filter):
         self._check_fraction("max_fraction", self.max_fraction)
         self._marks = frozenset(self.marks)
 
-    def filter(self, doc: Document) -> FilterResult:
+    def measure(self, doc: Document) -> Measures:
         text = doc.text
-        if not text:
-            return True
-        count = sum(text.count(mark) for mark in self._marks)
-        return True if count <= self.max_fraction * len(text) else (False, "mojibake")
+        count = sum(text.count(mark) for mark in self._marks) if text else 0
+        return {"mojibake_share": count / len(text) if text else 0.0}
+
+    def limits(self) -> list[Limit]:
+        return [Limit("mojibake", "mojibake_share", high=self.max_fraction)]
 
 
 DEFAULT_BOILERPLATE = (
@@ -82,10 +84,15 @@ class BoilerplateLines(Filter):
 
     def __post_init__(self) -> None:
         self._check_fraction("max_fraction", self.max_fraction)
-        self._phrases = tuple(p.lower() for p in self.phrases)
+        # one alternation of the phrases: a single regex search per line, not one `in` per phrase
+        self._pattern = re.compile("|".join(map(re.escape, (p.lower() for p in self.phrases)))) if self.phrases \
+            else None
 
-    def filter(self, doc: Document) -> FilterResult:
-        lines = [line.strip().lower() for line in doc.text.split("\n") if line.strip()]
-        hits = sum(1 for line in lines
-                   if len(line) <= self.max_line_chars and any(p in line for p in self._phrases))
-        return True if hits <= self.max_fraction * len(lines) else (False, "boilerplate_lines")
+    def measure(self, doc: Document) -> Measures:
+        lines = [line.strip() for line in doc.text.split("\n") if line.strip()]
+        search = self._pattern.search if self._pattern else (lambda line: None)
+        hits = sum(1 for line in lines if len(line) <= self.max_line_chars and search(line.lower()))
+        return {"boilerplate_line_share": hits / len(lines) if lines else 0.0}
+
+    def limits(self) -> list[Limit]:
+        return [Limit("boilerplate_lines", "boilerplate_line_share", high=self.max_fraction)]
