@@ -88,12 +88,14 @@ def _status_of(exc: BaseException) -> int | None:
     return None
 
 
-class ConventionGroup(click.Group):
-    """A click group whose commands follow the convention above.
+class _Convention:
+    """The convention above for a click command or group (mixed into both).
 
-    Library exceptions become one ``error:`` line and their status; click's
-    own usage errors are printed the same way (lower-case ``error:``, status 2).
-    Anything else is a bug and keeps its traceback.
+    Library exceptions become one ``error:`` line per line of their message
+    and their status; click's own usage errors are printed the same way
+    (lower-case ``error:``, status 2). Anything else is a bug and keeps its
+    traceback. A group's commands use :class:`ConventionCommand` too, so a
+    command invoked on its own (tests, other groups) behaves the same.
     """
 
     def invoke(self, ctx: click.Context):
@@ -108,7 +110,8 @@ class ConventionGroup(click.Group):
             status = _status_of(exc)
             if status is None:
                 raise
-            click.echo(f"error: {_message(exc, ctx)}", err=True)
+            for line in _message(exc, ctx).splitlines() or [type(exc).__name__]:
+                click.echo(f"error: {line}", err=True)
             sys.exit(status)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -128,6 +131,19 @@ class ConventionGroup(click.Group):
         sys.exit(status if isinstance(status, int) else EXIT_OK)
 
 
+class ConventionGroup(_Convention, click.Group):
+    """The group of ``jpcorpus`` and of ``trainer``; its commands default to :class:`ConventionCommand`."""
+
+    command_class = None  # set below, once ConventionCommand exists
+
+
+class ConventionCommand(_Convention, click.Command):
+    """A command that follows the convention even when invoked outside its group."""
+
+
+ConventionGroup.command_class = ConventionCommand
+
+
 def _message(exc: BaseException, ctx: click.Context) -> str:
     from jpcorpus.readers import InputError
 
@@ -142,9 +158,10 @@ def _message(exc: BaseException, ctx: click.Context) -> str:
 
 
 def _has_skip_bad(ctx: click.Context) -> bool:
-    group = ctx.command
-    name = ctx.invoked_subcommand
-    command = group.get_command(ctx, name) if name and isinstance(group, click.Group) else None
+    command = ctx.command
+    if isinstance(command, click.Group):
+        name = ctx.invoked_subcommand
+        command = command.get_command(ctx, name) if name else None
     return command is not None and any(p.name == "skip_bad" for p in command.params)
 
 

@@ -80,7 +80,10 @@ class Tokenizer:
         if self._hf is None:
             from transformers import AutoTokenizer
 
-            self._hf = _require_fast(AutoTokenizer.from_pretrained(str(self.hf_dir)), str(self.hf_dir))
+            from jpcorpus.tokenizer.regex_alarm import regex_alarm_checked
+
+            with regex_alarm_checked(self.hf_dir):  # transformers 4.57's false Mistral-regex warning
+                self._hf = _require_fast(AutoTokenizer.from_pretrained(str(self.hf_dir)), str(self.hf_dir))
         return self._hf
 
     @property

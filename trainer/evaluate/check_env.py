@@ -1,7 +1,10 @@
-"""``trainer check-env``: can this machine run ``trainer run``, and what to change if not.
+"""``trainer check-env``: which commands can run on this machine, and what to change if not.
 
 Each check returns a :class:`Check` row with status ``OK``, ``WARN`` (a run works
-but slower, or untested) or ``FAIL`` (a run cannot work). Versions are read
+but slower, or untested) or ``FAIL`` (it cannot work). A missing piece fails only
+the commands that need it (:data:`NEEDS`: Sudachi only ``jpcorpus normalize``,
+NeMo only ``trainer run`` and ``trainer export``), and :func:`verdicts` gives one
+verdict per command; the last line of the table says which can run. Versions are read
 with :mod:`importlib.metadata`; NeMo is never imported unless asked
 (``deep=True``: importing ``nemo.collections.llm`` takes ~50 s and is the only way
 to see that ``llm.finetune`` silently vanished).
@@ -32,6 +35,51 @@ class Check:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# The commands, and the checks each one needs (a check not named here is needed by none).
+COMMANDS = {
+    "normalize": "jpcorpus normalize",
+    "binarize": "jpcorpus binarize / inspect-idx",
+    "run": "trainer run",
+    "export": "trainer export",
+    "eval": "trainer eval / generate",
+    "monitor": "trainer monitor",
+}
+NEEDS = {
+    "normalize": ("python", "sudachi"),
+    "binarize": ("python", "tokenizer"),
+    "run": ("python", "torch", "cuda", "gpu", "bf16", "transformers", "nemo", "megatron-core", "lightning",
+            "nvidia-modelopt", "transformer-engine", "nemo import", "tokenizer"),
+    "export": ("python", "torch", "transformers", "nemo", "megatron-core", "lightning"),
+    "eval": ("python", "torch", "transformers"),
+    "monitor": ("python", "matplotlib"),
+}
+
+
+@dataclass
+class Verdict:
+    command: str  # a key of COMMANDS
+    status: str  # the worst status among the checks it needs
+    because: list[str]  # the checks that gave that status (empty when OK)
+
+    def as_dict(self) -> dict:
+        return {"command": COMMANDS[self.command], "key": self.command, "status": self.status,
+                "because": self.because}
+
+
+def verdicts(rows: list[Check]) -> list[Verdict]:
+    """One verdict per command: FAIL if a check it needs failed, WARN if one warned, else OK."""
+    by_name = {r.name: r for r in rows}
+    out = []
+    for command, needs in NEEDS.items():
+        mine = [by_name[n] for n in needs if n in by_name]
+        for status in (FAIL, WARN, OK):
+            because = [r.name for r in mine if r.status == status]
+            if because or status == OK:
+                out.append(Verdict(command, status, because if status != OK else []))
+                break
+    return out
 
 
 def version_of(*dists: str) -> str | None:
@@ -144,6 +192,21 @@ def check_torch(allow_cpu: bool) -> list[Check]:
     return rows
 
 
+def judge_transformers(version: str | None) -> Check:
+    if version is None:
+        return Check("transformers", FAIL, "not installed", "pip install 'transformers>=4.45' (4.57 with NeMo 2.7.3)")
+    if _release(version) < (4, 45):
+        return Check("transformers", FAIL, version, "pip install 'transformers>=4.45' (4.57 with NeMo 2.7.3)")
+    return Check("transformers", OK, version)
+
+
+def judge_matplotlib(version: str | None) -> Check:
+    if version is None:
+        return Check("matplotlib", WARN, "not installed", "trainer monitor --no-plots works without it; for the "
+                     "PNG plots: pip install matplotlib")
+    return Check("matplotlib", OK, version)
+
+
 def check_sudachi() -> Check:
     try:
         from sudachipy import Dictionary
@@ -192,14 +255,15 @@ def check_nemo_import() -> Check:
 def run_checks(allow_cpu: bool = False, deep: bool = False) -> list[Check]:
     """Every check, in the order of the table."""
     rows = [judge_python(sys.version_info[:2]), *check_torch(allow_cpu)]
-    rows += [judge_nemo(version_of("nemo_toolkit", "nemo-toolkit")),
+    rows += [judge_transformers(version_of("transformers")),
+             judge_nemo(version_of("nemo_toolkit", "nemo-toolkit")),
              judge_megatron(version_of("megatron-core", "megatron_core")),
              judge_lightning(version_of("lightning", "pytorch-lightning")),
              judge_modelopt(version_of("nvidia-modelopt", "nvidia_modelopt"), version_of("torchprofile")),
              judge_transformer_engine(version_of("transformer_engine", "transformer-engine", "transformer_engine_torch"))]
     if deep:
         rows.append(check_nemo_import())
-    rows += [check_sudachi(), check_tokenizer()]
+    rows += [check_sudachi(), check_tokenizer(), judge_matplotlib(version_of("matplotlib"))]
     return rows
 
 
@@ -207,7 +271,21 @@ def format_table(rows: list[Check]) -> str:
     lines = ["| check | status | found | what to change |", "|---|---|---|---|"]
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731
     lines += [f"| {r.name} | {r.status} | {cell(r.found)} | {cell(r.fix)} |" for r in rows]
-    fails = sum(r.status == FAIL for r in rows)
-    lines.append("")
-    lines.append(f"{fails} FAIL: trainer run cannot work here." if fails else "A run can work here.")
+    judged = verdicts(rows)
+    lines += ["", "| command | verdict | because of |", "|---|---|---|"]
+    lines += [f"| {COMMANDS[v.command]} | {v.status} | {', '.join(v.because)} |" for v in judged]
+    lines += ["", summary_line(judged)]
     return "\n".join(lines)
+
+
+def summary_line(judged: list[Verdict]) -> str:
+    """The last line: which commands can run here, and which cannot and why.
+
+    >>> summary_line([Verdict("normalize", FAIL, ["sudachi"]), Verdict("run", OK, [])])
+    'Can run here: trainer run. Cannot: jpcorpus normalize (sudachi).'
+    """
+    can = [COMMANDS[v.command] for v in judged if v.status != FAIL]
+    cannot = [f"{COMMANDS[v.command]} ({', '.join(v.because)})" for v in judged if v.status == FAIL]
+    if not cannot:
+        return f"Every command can run here: {', '.join(can)}."
+    return f"Can run here: {', '.join(can) or 'none'}. Cannot: {', '.join(cannot)}."
