@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
+TROUBLE = "docs/troubleshooting.md"
 
 
 @dataclass
@@ -124,7 +125,7 @@ def judge_nemo(version: str | None) -> Check:
         return Check("nemo", FAIL, "not installed", fix)
     r = _release(version)
     if r >= (3,):
-        return Check("nemo", FAIL, version, "NeMo 3.x has no nemo.collections.llm: " + fix)
+        return Check("nemo", FAIL, version, f"NeMo 3.x has no nemo.collections.llm: {fix}; see {TROUBLE}#nemo-3")
     if r[:3] == (2, 7, 3):
         return Check("nemo", OK, version)
     return Check("nemo", WARN, version, "untested NeMo 2 version; the trainer is tested with 2.7.3")
@@ -138,7 +139,7 @@ def judge_megatron(version: str | None) -> Check:
         return Check("megatron-core", OK, version)
     if r >= (0, 16):
         return Check("megatron-core", FAIL, version, "0.16 breaks NeMo 2.7.3's optimizer setup "
-                     "(no_weight_decay_cond): pip install megatron-core==0.15.3")
+                     f"(no_weight_decay_cond): pip install megatron-core==0.15.3; see {TROUBLE}#megatron-core-016")
     return Check("megatron-core", WARN, version, "older than 0.15: pip install megatron-core==0.15.3")
 
 
@@ -147,7 +148,8 @@ def judge_lightning(version: str | None) -> Check:
         return Check("lightning", FAIL, "not installed", "pip install 'lightning>2.2.1,<=2.4.0' (NeMo needs it)")
     if _release(version) > (2, 4, 0):
         return Check("lightning", FAIL, version, "lightning >= 2.5 removed NeptuneLogger, which NeMo imports; "
-                     "llm.finetune then silently vanishes: pip install 'lightning>2.2.1,<=2.4.0'")
+                     "llm.finetune then silently vanishes: pip install 'lightning>2.2.1,<=2.4.0'; "
+                     f"see {TROUBLE}#llm-finetune-missing")
     return Check("lightning", OK, version)
 
 
@@ -155,7 +157,8 @@ def judge_modelopt(modelopt: str | None, torchprofile: str | None) -> Check:
     if modelopt is None or torchprofile is None:
         missing = " and ".join(n for n, v in (("nvidia-modelopt", modelopt), ("torchprofile", torchprofile)) if v is None)
         return Check("nvidia-modelopt", FAIL, f"{missing} not installed", "without them NeMo's llm.pretrain/"
-                     "finetune/import_ckpt silently vanish: pip install nvidia-modelopt==0.37.0")
+                     "finetune/import_ckpt silently vanish: pip install nvidia-modelopt==0.37.0; "
+                     f"see {TROUBLE}#llm-finetune-missing")
     return Check("nvidia-modelopt", OK, f"{modelopt} (torchprofile {torchprofile})")
 
 
@@ -165,7 +168,7 @@ def judge_transformer_engine(version: str | None) -> Check:
                      "runs with megatron-core's local layer spec: keep model.attention: sdpa (local attention "
                      "materialises the s x s scores, ~10.6 GiB at micro batch 4, seq 2048, and is slower); "
                      "fused kernels (masked softmax, gradient-accumulation, RoPE fusion) are off; NeMo's LoRA and "
-                     "HF import/export need trainer/megatron/nemo_patches.py")
+                     f"HF import/export need trainer/megatron/nemo_patches.py; see {TROUBLE}#no-transformer-engine")
     return Check("transformer-engine", OK, version)
 
 
