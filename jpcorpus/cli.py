@@ -55,7 +55,8 @@ def main() -> None:
 @click.option("--skip-bad", is_flag=True, help="Skip bad records (counted, logged to --skip-log) instead of stopping at the first.")
 @click.option("--skip-log", default=None, help="Where skipped records are listed [default: PREFIX.skipped.jsonl].")
 @click.option("--eod-token", default=None, help="End-of-document token [default: <|endoftext|>, else the tokenizer's eos].")
-@click.option("--allow-empty", is_flag=True, help="Write 0-document shards when no document is left (else an error, exit 1).")
+@click.option("--allow-empty", is_flag=True,
+              help="Write 0-document shards when no document is left (else an error, exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fraction, workers,
              max_shard_size, skip_bad, skip_log, eod_token, allow_empty, quiet) -> None:
@@ -105,12 +106,12 @@ def inspect_idx(prefixes, verify, decode_n, tokenizer, as_json) -> None:
     for prefix in prefixes:
         try:
             report = lib.summarize(prefix)
-        except FormatError as exc:  # damaged beyond summarising: a problem in the data (exit 1)
+        except (FormatError, ValueError) as exc:  # damaged files or sidecar: a problem in the data (exit 1)
             report, failed = {"prefix": prefix, "error": str(exc)}, True
         if verify:
             report["problems"] = lib.verify(prefix)
             failed |= bool(report["problems"])
-        if decode_n:
+        if decode_n and "error" not in report:
             report["decoded"] = lib.decode_documents(prefix, decode_n, tokenizer)
         reports.append(report)
     if as_json:

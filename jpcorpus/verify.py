@@ -122,7 +122,8 @@ def check_lengths_and_pointers(shard: OpenShard) -> list[Problem]:
         negative = np.flatnonzero(lengths < 0)
         if negative.size:
             i = start + int(negative[0])
-            return [Problem(str(idx_path(shard.prefix)), f"sequence {i} has a negative length {int(lengths[negative[0]])}")]
+            return [Problem(str(idx_path(shard.prefix)),
+                            f"sequence {i} has a negative length {int(lengths[negative[0]])}")]
         ends = np.cumsum(lengths * itemsize) + offset
         wrong = np.flatnonzero(np.asarray(shard.pointers[start:start + _CHUNK]) != ends - lengths * itemsize)
         if wrong.size:
@@ -181,7 +182,8 @@ def check_sidecar(shard: OpenShard) -> list[Problem]:
         if Path(path).is_file():  # there but unreadable: open_shard reported why
             return []
         return [Problem(path, "no sidecar, so the tokenizer that made this shard is unknown",
-                        "re-run jpcorpus binarize (it writes PREFIX.json beside the .bin/.idx)", anchor="missing-sidecar")]
+                        "re-run jpcorpus binarize (it writes PREFIX.json beside the .bin/.idx)",
+                        anchor="missing-sidecar")]
     if side.get("format") != SIDECAR_FORMAT or side.get("format_version") != 1:
         return [Problem(path, f"format {side.get('format')!r} v{side.get('format_version')}, expected "
                         f"{SIDECAR_FORMAT!r} v1", _SIDECAR_FIX, anchor="sidecar-mismatch")]
@@ -242,7 +244,8 @@ def verify_content(prefix: str | os.PathLike, vocab_size: int | None = None) -> 
                                     "jpcorpus binarize wrote it", anchor="shard-changed"))
     if bad_token is not None:
         problems.append(Problem(str(bin_path(prefix)), f"token id {bad_token} outside the vocabulary [0, {vocab})",
-                                "re-run jpcorpus binarize with the model's tokenizer", anchor="token-out-of-vocabulary"))
+                                "re-run jpcorpus binarize with the model's tokenizer",
+                                anchor="token-out-of-vocabulary"))
     return problems
 
 

@@ -3,9 +3,10 @@
 The file is written under a temporary name in the same folder
 (``NAME.partial-PID``, :mod:`jpcorpus.partial`) and renamed into place only
 when the run ends well, so an interrupted run leaves no file that looks
-complete; leftovers of a killed run are removed when the next run starts. ``.gz`` output has no name or time in its header and
-``.zst`` output is written in one frame at level 3, so the same input gives
-the same bytes on every run and for every ``--workers``.
+complete; leftovers of a killed run are removed when the next run starts.
+``.gz`` output has no name or time in its header and ``.zst`` output is
+written in one frame at level 3, so the same input gives the same bytes on
+every run and for every ``--workers``.
 """
 
 from __future__ import annotations
