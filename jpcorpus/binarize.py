@@ -235,7 +235,7 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
         if stats.documents == 0 and not opts.allow_empty:
             raise EmptyResult(empty_message(opts.output, stats, {}, skip_log.path if skip_log.count else None,
                                             "the input"))
-        if len(writers) == 2 and writers[1].documents == 0:
+        if len(writers) == 2 and writers[1].documents == 0 and stats.documents:
             raise ValueError(
                 f"the validation split received no documents out of {stats.documents:,} "
                 f"(--valid-fraction {opts.valid_fraction}); raise --valid-fraction or give more input"

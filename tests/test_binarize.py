@@ -202,7 +202,10 @@ def test_killed_run_leaves_no_complete_looking_pair(tmp_path, sig):
     path = tmp_path / "big.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for i in range(3000):
-            f.write(json.dumps({"id": i, "text": "".join(rng.choice(kana, size=3000))}, ensure_ascii=False) + "\n")
+            # sentences of 30 kana: one 3,000-kana run is a single BPE piece, ~16x slower to tokenize,
+            # and under load the batches still in flight after the signal outlasted the timeout below
+            text = "。".join("".join(rng.choice(kana, size=30)) for _ in range(100))
+            f.write(json.dumps({"id": i, "text": text}, ensure_ascii=False) + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "jpcorpus.cli", "binarize", str(path), "-o", str(tmp_path / "s"),
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=default_sigint)
