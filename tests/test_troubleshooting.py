@@ -16,7 +16,7 @@ def page_anchors() -> set[str]:
 def named_in_code() -> dict[str, list[str]]:
     """Anchor -> files: ``troubleshooting.md#x`` literals, ``#x`` after the TROUBLE/DOCS constants, ``anchor="x"``."""
     patterns = [r"troubleshooting\.md#([a-z0-9-]+)", r"\{(?:TROUBLE|DOCS)\}#([a-z0-9-]+)",
-                r"anchor(?:: str)? ?= ?\"([a-z0-9-]+)\""]
+                r"(?<![\w-])anchor(?:: str)? ?= ?\"([a-z0-9-]+)\""]  # not SVG's text-anchor="end"
     found: dict[str, list[str]] = {}
     for path in sorted([*ROOT.glob("jpcorpus/**/*.py"), *ROOT.glob("trainer/**/*.py")]):
         text = path.read_text(encoding="utf-8")
