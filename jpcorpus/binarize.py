@@ -31,6 +31,8 @@ import numpy as np
 
 from jpcorpus import __version__
 from jpcorpus.indexed_dataset import bin_path, idx_path, optimal_dtype
+from jpcorpus.errors import EmptyResult, empty_message
+from jpcorpus.partial import clean_stale
 from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
 from jpcorpus.sidecar import SCHEMA, file_sha256, write_sidecar
 from jpcorpus.split_writer import SplitWriter
@@ -55,6 +57,7 @@ class BinarizeOptions:
     skip_bad: bool = False
     skip_log: str | None = None  # default: PREFIX.skipped.jsonl, written only if something is skipped
     eod_token: str | None = None
+    allow_empty: bool = False  # write 0-document shards instead of failing (EmptyResult)
     batch_chars: int = 1 << 20
     progress: bool = True
     command: list[str] = field(default_factory=list)
@@ -200,6 +203,7 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
 
     started = time.perf_counter()
     paths = expand_inputs(opts.inputs)
+    clean_stale(opts.output, family=True)  # temporaries a killed earlier run of this output left
     # One core per process: parallelism comes from --workers, not from the
     # tokenizers library's thread pool (see docs/tokenizer.md).
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -228,7 +232,10 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
                     if (splits == k).any():
                         writer.add(tokens[token_split == k], lengths[splits == k])
             progress.update(len(lengths), int(tokens.size))
-        if len(writers) == 2 and writers[1].documents == 0:
+        if stats.documents == 0 and not opts.allow_empty:
+            raise EmptyResult(empty_message(opts.output, stats, {}, skip_log.path if skip_log.count else None,
+                                            "the input"))
+        if len(writers) == 2 and writers[1].documents == 0 and stats.documents:
             raise ValueError(
                 f"the validation split received no documents out of {stats.documents:,} "
                 f"(--valid-fraction {opts.valid_fraction}); raise --valid-fraction or give more input"

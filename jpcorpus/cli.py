@@ -9,6 +9,7 @@ import sys
 import click
 
 from jpcorpus import __version__
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionGroup
 
 
 def _parse_size(value: str | None) -> int | None:
@@ -25,25 +26,7 @@ def _parse_size(value: str | None) -> int | None:
         raise click.BadParameter(f"{value!r} is not a size like 512MB or 2GB") from None
 
 
-class _UserErrors(click.Group):
-    """Turn the library's user errors into one clean line and exit code 2."""
-
-    def invoke(self, ctx):
-        from jpcorpus.readers import InputError
-
-        try:
-            return super().invoke(ctx)
-        except (InputError, ValueError, OSError) as exc:
-            if isinstance(exc, click.ClickException):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: no output was left under its final name", err=True)
-            sys.exit(130)
-
-
-@click.group(cls=_UserErrors)
+@click.group(cls=ConventionGroup, epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="jpcorpus")
 def main() -> None:
     """Turn raw Japanese text into training shards for Qwen2.5 (and other HF tokenizers).
@@ -57,7 +40,7 @@ def main() -> None:
     logging.getLogger("jpcorpus").setLevel(logging.INFO)  # one-time builds say what they are doing
 
 
-@main.command()
+@main.command(epilog=EXIT_STATUS_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output prefix: writes PREFIX.bin/.idx/.json (PREFIX_train/_valid with --valid-fraction).")
 @click.option("--tokenizer", default="qwen2.5", show_default=True,
@@ -72,9 +55,11 @@ def main() -> None:
 @click.option("--skip-bad", is_flag=True, help="Skip bad records (counted, logged to --skip-log) instead of stopping at the first.")
 @click.option("--skip-log", default=None, help="Where skipped records are listed [default: PREFIX.skipped.jsonl].")
 @click.option("--eod-token", default=None, help="End-of-document token [default: <|endoftext|>, else the tokenizer's eos].")
+@click.option("--allow-empty", is_flag=True,
+              help="Write 0-document shards when no document is left (else an error, exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fraction, workers,
-             max_shard_size, skip_bad, skip_log, eod_token, quiet) -> None:
+             max_shard_size, skip_bad, skip_log, eod_token, allow_empty, quiet) -> None:
     """Tokenize JSONL/text INPUTS into Megatron .bin/.idx shards with a provenance sidecar.
 
     INPUTS are .jsonl/.jsonl.gz/.jsonl.zst (one JSON object per line) or plain
@@ -91,12 +76,12 @@ def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fracti
         inputs=list(inputs), output=output, tokenizer=tokenizer, text_key=text_key, id_key=id_key,
         encoding=encoding, valid_fraction=valid_fraction, workers=workers,
         max_shard_bytes=_parse_size(max_shard_size), skip_bad=skip_bad, skip_log=skip_log,
-        eod_token=eod_token, progress=not quiet, command=["jpcorpus", *sys.argv[1:]],
+        eod_token=eod_token, allow_empty=allow_empty, progress=not quiet, command=["jpcorpus", *sys.argv[1:]],
     )
     click.echo(run(opts).summary())
 
 
-@main.command("inspect-idx")
+@main.command("inspect-idx", epilog=EXIT_STATUS_HELP)
 @click.argument("prefixes", nargs=-1, required=True)
 @click.option("--verify", is_flag=True, help="Check sizes, pointers, token ids and the sidecar's counts and hashes; exit 1 on any problem.")
 @click.option("--decode", "decode_n", type=int, default=0, help="Print the first N documents decoded with the sidecar's tokenizer.")
@@ -121,12 +106,12 @@ def inspect_idx(prefixes, verify, decode_n, tokenizer, as_json) -> None:
     for prefix in prefixes:
         try:
             report = lib.summarize(prefix)
-        except FormatError as exc:  # damaged beyond summarising: a problem in the data (exit 1)
+        except (FormatError, ValueError) as exc:  # damaged files or sidecar: a problem in the data (exit 1)
             report, failed = {"prefix": prefix, "error": str(exc)}, True
         if verify:
             report["problems"] = lib.verify(prefix)
             failed |= bool(report["problems"])
-        if decode_n:
+        if decode_n and "error" not in report:
             report["decoded"] = lib.decode_documents(prefix, decode_n, tokenizer)
         reports.append(report)
     if as_json:

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jpcorpus.partial import partial_path, release, remove
+
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
 HEADER_SIZE = len(MAGIC) + 8 + 1 + 8 + 8  # magic, version, dtype code, S, D
@@ -88,10 +90,10 @@ def idx_path(prefix: str | os.PathLike) -> Path:
 class IndexedDatasetWriter:
     """Write one ``.bin/.idx`` pair, one sequence per document, atomically.
 
-    Everything goes to ``*.partial`` files; :meth:`finalize` renames them into
-    place (``.bin`` first, ``.idx`` last), so an interrupted run never leaves
-    a pair that looks complete. An old pair under the same prefix is removed
-    at finalize, before the renames.
+    Everything goes to temporary ``NAME.partial-PID`` files (:mod:`jpcorpus.partial`);
+    :meth:`finalize` renames them into place (``.bin`` first, ``.idx`` last), so an
+    interrupted run never leaves a pair that looks complete. An old pair under the
+    same prefix is removed at finalize, before the renames.
 
     >>> import tempfile
     >>> prefix = Path(tempfile.mkdtemp()) / "demo"
@@ -109,9 +111,9 @@ class IndexedDatasetWriter:
         if self.dtype not in CODE_OF_DTYPE:
             raise ValueError(f"dtype {self.dtype} has no code in the indexed-dataset format")
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        self._bin_tmp = Path(f"{prefix}.bin.partial")
-        self._len_tmp = Path(f"{prefix}.lengths.partial")
-        self._idx_tmp = Path(f"{prefix}.idx.partial")
+        self._bin_tmp = partial_path(bin_path(prefix))
+        self._len_tmp = partial_path(f"{prefix}.lengths")
+        self._idx_tmp = partial_path(idx_path(prefix))
         self._bin = open(self._bin_tmp, "wb")
         self._lengths = open(self._len_tmp, "wb")
         self._bin_hash = hashlib.sha256()
@@ -145,7 +147,9 @@ class IndexedDatasetWriter:
             stale.unlink(missing_ok=True)
         os.replace(self._bin_tmp, bin_path(self.prefix))
         os.replace(self._idx_tmp, idx_path(self.prefix))
-        self._len_tmp.unlink()
+        remove(self._len_tmp)
+        release(self._bin_tmp)
+        release(self._idx_tmp)
         self._done = True
         return self._bin_hash.hexdigest()
 
@@ -175,7 +179,7 @@ class IndexedDatasetWriter:
         for handle in (self._bin, self._lengths):
             handle.close()
         for path in (self._bin_tmp, self._len_tmp, self._idx_tmp):
-            path.unlink(missing_ok=True)
+            remove(path)
         self._done = True
 
     def __enter__(self) -> "IndexedDatasetWriter":

@@ -17,8 +17,11 @@ file ends that file: the documents before the damage are kept, the damage is
 counted as ``truncated_input``.
 
 Reasons (stable snake_case strings, asserted by tests): ``invalid_encoding``,
-``malformed_json``, ``not_an_object``, ``missing_text_key``,
-``text_not_string``, ``empty_text``, ``nul_byte``, ``truncated_input``.
+``malformed_json``, ``invalid_unicode`` (an escaped lone surrogate),
+``too_deeply_nested``, ``number_too_large`` (see :mod:`jpcorpus.jsonline`),
+``not_an_object``, ``missing_text_key``, ``text_not_string``, ``empty_text``,
+``nul_byte``, ``truncated_input``. Unfinished temporary files of an interrupted
+run (``*.partial-PID``, :mod:`jpcorpus.partial`) are never read.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
-import json
+import logging
 import os
 import zlib
 from collections import Counter
@@ -36,6 +39,9 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from jpcorpus.document import Document
+from jpcorpus.jsonline import RecordError, loads_record
+
+log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 COMPRESSED_SUFFIXES = (".gz", ".zst")
@@ -88,9 +94,23 @@ def expand_inputs(patterns: Iterable[str]) -> list[Path]:
             found = [Path(pattern)] if os.path.isfile(pattern) else []
         if not found:
             raise InputError(pattern, "no_input", "no such file (or the pattern matches no file)")
-        paths.extend(found)
+        paths.extend(_without_partial_files(found, pattern))
     seen: set[Path] = set()
     return [p for p in paths if not (p in seen or seen.add(p))]
+
+
+def _without_partial_files(found: list[Path], pattern: str) -> list[Path]:
+    """Unfinished temporary files of an interrupted run are never input (skipped with a note)."""
+    from jpcorpus.partial import is_partial
+
+    kept = [p for p in found if not is_partial(p)]
+    for path in found:
+        if is_partial(path):
+            log.warning("skipping %s: an unfinished temporary file of an interrupted run, not input", path)
+    if found and not kept:
+        raise InputError(pattern, "no_input", "only unfinished temporary files (*.partial-PID) of an "
+                         "interrupted run: re-run the command that writes them")
+    return kept
 
 
 def is_jsonl(path: Path) -> bool:
@@ -234,9 +254,9 @@ def _iter_jsonl(path, text_key, id_key, encoding, stats) -> Iterator[Document | 
 
 def _record_to_document(line: str, source: str, text_key: str, id_key: str) -> Document | InputError:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return InputError(source, "malformed_json", f"not valid JSON ({exc.msg} at column {exc.colno})")
+        record = loads_record(line)  # also refuses lone surrogates, deep nesting, endless numbers
+    except RecordError as exc:
+        return InputError(source, exc.reason, exc.message)
     if not isinstance(record, dict):
         return InputError(source, "not_an_object", f"expected a JSON object, got {type(record).__name__}")
     if text_key not in record:

@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jpcorpus.partial import partial_path, remove
+
 SCHEMA = 1
 
 
@@ -48,9 +50,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def write_sidecar(prefix: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write the sidecar atomically (temporary name, then rename)."""
     path = sidecar_path(prefix)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = partial_path(path)
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        remove(tmp)
     return path
 
 

@@ -80,7 +80,7 @@ def open_shard(prefix: str | os.PathLike) -> tuple[OpenShard | None, list[Proble
     missing = [p for p in (index_file, data_file) if not p.is_file()]
     if missing:
         return None, [Problem(str(p), "missing", "check the prefix in your command or config, or re-run "
-                              "jpcorpus binarize", "missing-shard") for p in missing]
+                              "jpcorpus binarize", anchor="missing-shard") for p in missing]
     try:
         header = read_header(index_file)
         idx_bytes, bin_bytes = index_file.stat().st_size, data_file.stat().st_size
@@ -88,7 +88,7 @@ def open_shard(prefix: str | os.PathLike) -> tuple[OpenShard | None, list[Proble
         return None, [Problem(str(index_file), str(exc).removeprefix(f"{index_file}: "))]
     except OSError as exc:
         return None, [Problem(str(index_file), f"cannot be read ({exc.strerror or exc})", "check the file's "
-                              "permissions and the disk", "missing-shard")]
+                              "permissions and the disk", anchor="missing-shard")]
     s, d = header.sequences, header.document_indices
     expected = HEADER_SIZE + 12 * s + 8 * d
     if idx_bytes != expected:
@@ -122,7 +122,8 @@ def check_lengths_and_pointers(shard: OpenShard) -> list[Problem]:
         negative = np.flatnonzero(lengths < 0)
         if negative.size:
             i = start + int(negative[0])
-            return [Problem(str(idx_path(shard.prefix)), f"sequence {i} has a negative length {int(lengths[negative[0]])}")]
+            return [Problem(str(idx_path(shard.prefix)),
+                            f"sequence {i} has a negative length {int(lengths[negative[0]])}")]
         ends = np.cumsum(lengths * itemsize) + offset
         wrong = np.flatnonzero(np.asarray(shard.pointers[start:start + _CHUNK]) != ends - lengths * itemsize)
         if wrong.size:
@@ -181,17 +182,19 @@ def check_sidecar(shard: OpenShard) -> list[Problem]:
         if Path(path).is_file():  # there but unreadable: open_shard reported why
             return []
         return [Problem(path, "no sidecar, so the tokenizer that made this shard is unknown",
-                        "re-run jpcorpus binarize (it writes PREFIX.json beside the .bin/.idx)", "missing-sidecar")]
+                        "re-run jpcorpus binarize (it writes PREFIX.json beside the .bin/.idx)",
+                        anchor="missing-sidecar")]
     if side.get("format") != SIDECAR_FORMAT or side.get("format_version") != 1:
         return [Problem(path, f"format {side.get('format')!r} v{side.get('format_version')}, expected "
-                        f"{SIDECAR_FORMAT!r} v1", _SIDECAR_FIX, "sidecar-mismatch")]
+                        f"{SIDECAR_FORMAT!r} v1", _SIDECAR_FIX, anchor="sidecar-mismatch")]
     tok = side.get("tokenizer")
     if not isinstance(tok, dict) or not {"fingerprint", "vocab_size", "eod_id"} <= set(tok):
-        return [Problem(path, "no tokenizer fingerprint, vocab_size and eod_id", _SIDECAR_FIX, "sidecar-mismatch")]
+        return [Problem(path, "no tokenizer fingerprint, vocab_size and eod_id", _SIDECAR_FIX,
+                        anchor="sidecar-mismatch")]
     facts = {"dtype": shard.header.dtype.name, "sequences": len(shard.lengths),
              "documents": max(len(shard.doc_indices) - 1, 0), "tokens": shard.tokens,
              "bin_bytes": shard.bin_bytes, "idx_bytes": shard.idx_bytes}
-    return [Problem(path, f"{key} is {side[key]} but the files have {actual}", _SIDECAR_FIX, "sidecar-mismatch")
+    return [Problem(path, f"{key} is {side[key]} but the files have {actual}", _SIDECAR_FIX, anchor="sidecar-mismatch")
             for key, actual in facts.items() if key in side and side[key] != actual]
 
 
@@ -241,7 +244,8 @@ def verify_content(prefix: str | os.PathLike, vocab_size: int | None = None) -> 
                                     "jpcorpus binarize wrote it", anchor="shard-changed"))
     if bad_token is not None:
         problems.append(Problem(str(bin_path(prefix)), f"token id {bad_token} outside the vocabulary [0, {vocab})",
-                                "re-run jpcorpus binarize with the model's tokenizer", "token-out-of-vocabulary"))
+                                "re-run jpcorpus binarize with the model's tokenizer",
+                                anchor="token-out-of-vocabulary"))
     return problems
 
 

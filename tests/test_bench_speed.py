@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -64,7 +65,7 @@ def test_workers_take_the_gpu_one_at_a_time_in_priority_order(tmp_path):
     # nemo is ready last but has priority once ready; a peer goes first while it "imports"
     ready = {"nemo": (1.5, 0.2), "peer-a": (0.0, 3.0), "peer-b": (1.0, 0.2)}
     procs = {n: subprocess.Popen([sys.executable, "-c", WORKER, str(ROOT / "bench"), n, str(turn_dir), str(log),
-                                  str(t), str(hold)]) for n, (t, hold) in ready.items()}
+                                  str(t), str(hold)], preexec_fn=default_sigint) for n, (t, hold) in ready.items()}
     turns = gpu_turns.Turns(turn_dir, ["nemo", "peer-a", "peer-b"])
     deadline = time.time() + 30
     while any(p.poll() is None for p in procs.values()) and time.time() < deadline:

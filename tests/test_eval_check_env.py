@@ -6,6 +6,7 @@ import json
 from importlib import metadata
 
 import pytest
+from childproc import default_sigint
 from click.testing import CliRunner
 
 
@@ -22,13 +23,14 @@ def rows():
     from trainer.cli.evaluate import check_env
 
     result = CliRunner().invoke(check_env, ["--json"])
-    return result.exit_code, {r["name"]: r for r in json.loads(result.output)}
+    report = json.loads(result.output)
+    return result.exit_code, {r["name"]: r for r in report["checks"]}, {v["key"]: v for v in report["commands"]}
 
 
 def test_rows_on_this_machine(rows):
     import torch
 
-    exit_code, by_name = rows
+    exit_code, by_name, _ = rows
     status = {name: r["status"] for name, r in by_name.items()}
     assert status["python"] == "OK" and status["torch"] == "OK"
     if not torch.cuda.is_available():  # the CPU machines of the team
@@ -39,7 +41,7 @@ def test_rows_on_this_machine(rows):
     assert status["nvidia-modelopt"] == ("OK" if installed("nvidia-modelopt") and installed("torchprofile") else "FAIL")
     assert status["sudachi"] == "OK" and "東京都" in by_name["sudachi"]["found"]
     assert status["tokenizer"] in ("OK", "FAIL")
-    assert exit_code == (1 if "FAIL" in status.values() else 0)
+    assert exit_code == (1 if "FAIL" in status.values() else 0)  # every check here is needed by some command
     assert all(r["fix"] for r in by_name.values() if r["status"] != "OK")
 
 
@@ -87,4 +89,38 @@ def test_check_env_never_imports_nemo():
     code = ("import sys; from trainer.cli.evaluate import check_env; "
             "from trainer.evaluate import check_env as m; m.judge_nemo(m.version_of('nemo_toolkit')); "
             "assert not any(k == 'nemo' or k.startswith('nemo.') for k in sys.modules), 'nemo imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=default_sigint)
+
+
+def test_verdicts_per_command_on_this_machine(rows):
+    _, by_name, commands = rows
+    assert set(commands) == {"normalize", "binarize", "run", "export", "eval", "monitor"}
+    assert commands["normalize"]["status"] == "OK"  # Sudachi is installed here
+    if by_name["cuda"]["status"] == "FAIL":
+        assert commands["run"]["status"] == "FAIL" and "cuda" in commands["run"]["because"]
+    assert commands["eval"]["status"] in ("OK", "WARN")  # torch and transformers are installed here
+
+
+def test_a_missing_piece_fails_only_the_commands_that_need_it():
+    """The GPU machine of issue 12: everything but SudachiPy; only jpcorpus normalize fails."""
+    from trainer.evaluate.check_env import COMMANDS, FAIL, NEEDS, OK, Check, format_table, verdicts
+
+    names = sorted({name for needs in NEEDS.values() for name in needs})
+    rows = [Check(name, FAIL if name == "sudachi" else OK, "-", "fix" if name == "sudachi" else "") for name in names]
+    judged = {v.command: v for v in verdicts(rows)}
+    assert [c for c, v in judged.items() if v.status == FAIL] == ["normalize"]
+    assert judged["normalize"].because == ["sudachi"]
+    last = format_table(rows).splitlines()[-1]
+    assert last.startswith("Can run here: ") and last.endswith("Cannot: jpcorpus normalize (sudachi).")
+    assert COMMANDS["run"] in last.split("Cannot:")[0]
+
+
+def test_for_limits_the_exit_status_to_those_commands():
+    from trainer.cli.evaluate import check_env
+    from trainer.evaluate import check_env as lib
+
+    report = json.loads(CliRunner().invoke(check_env, ["--json"]).output)
+    status = {v["key"]: v["status"] for v in report["commands"]}
+    for key in ("normalize", "run"):
+        result = CliRunner().invoke(check_env, ["--for", key])
+        assert result.exit_code == (1 if status[key] == lib.FAIL else 0), (key, result.output)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 from click.testing import CliRunner
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "evaluation.md"
@@ -41,4 +42,4 @@ def test_importing_the_commands_is_light():
     code = ("import sys, trainer.cli.evaluate; "
             "heavy = [m for m in ('torch', 'transformers', 'matplotlib', 'nemo') if m in sys.modules]; "
             "assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=default_sigint)

@@ -125,3 +125,28 @@ def test_real_jcqa_train_split_reads(loaded):
     assert labels == {0, 1, 2, 3, 4}
     result = evaluate_jcqa(loaded, path, fewshot=1, max_questions=4, progress=False)
     assert result["questions"] == 4 and 0 <= result["acc"] <= 1
+
+
+@pytest.mark.parametrize("line,expected", [
+    (r'{"text": "後半だけ\ude00"}', "escaped lone surrogate \\ude00 at column 15"),
+    ('{"text": "x", "m": ' + "[" * 3000 + "]" * 3000 + "}", "nested more than 100 levels"),
+    ('{"text": "x", "n": ' + "9" * 5000 + "}", "a number is too long to read"),
+])
+def test_eval_reads_hostile_jsonl_as_bad_input(tiny_models, tmp_path, line, expected):
+    """trainer eval's held-out JSONL goes through jpcorpus's reader: file:line, exit 2, no traceback."""
+    from trainer.cli.evaluate import eval_command
+
+    path = tmp_path / "held_out.jsonl"
+    path.write_text('{"text": "今日は雨です。"}\n' + line + "\n", encoding="utf-8")
+    result = CliRunner().invoke(eval_command, [tiny_models[0], "--text", f"ja={path}", "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith(f"error: {path}:2: ") and expected in result.stderr
+
+
+def test_jcqa_reader_refuses_hostile_json(tmp_path):
+    from trainer.evaluate.jcqa import read_questions
+
+    path = tmp_path / "jcqa.jsonl"
+    path.write_text("[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"jcqa.jsonl:1: not a JCommonsenseQA record"):
+        list(read_questions(path))

@@ -106,4 +106,4 @@ def test_missing_metrics_file_is_a_clear_error(tmp_path):
     from trainer.cli.evaluate import monitor
 
     result = CliRunner().invoke(monitor, [str(tmp_path)])
-    assert result.exit_code == 1 and "no metrics file" in result.output
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "no metrics file" in result.stderr

@@ -92,3 +92,17 @@ def test_every_command_has_help_with_example():
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0
         assert "Example" in result.output, name
+
+
+@pytest.mark.parametrize("damage", ["bin one byte short", "sidecar not JSON"])
+def test_damage_without_verify_is_a_data_problem_naming_the_file(shard, damage):
+    if damage == "bin one byte short":
+        data = shard.with_suffix(".bin")
+        data.write_bytes(data.read_bytes()[:-1])
+        expected = f"{data}: "
+    else:
+        sidecar_path(shard).write_text("{oops", encoding="utf-8")
+        expected = f"{sidecar_path(shard)}: not a valid sidecar"
+    for args in ([], ["--verify"], ["--decode", "1"]):
+        result = inspect(shard, *args)
+        assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output, args

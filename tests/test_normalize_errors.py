@@ -5,15 +5,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jpcorpus.normalize.cli import normalize
+from jpcorpus.cli import main
 
 DATA = Path(__file__).parent / "data" / "normalize"
 
 
+def normalize(args):
+    return CliRunner().invoke(main, ["normalize", *args])
+
+
 def _fail(args):
-    result = CliRunner().invoke(normalize, args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and result.output.startswith("Error: ")
+    result = normalize(args)
+    assert result.exit_code == 2, result.output  # input and usage errors (docs: exit status)
+    assert "Traceback" not in result.output and result.output.startswith("error: ")
     return result.output
 
 
@@ -44,8 +48,8 @@ def test_missing_text_key_names_the_flag(tmp_path):
 def test_text_key_option_reads_other_field(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": 1, "body": "本文です。"}\n', encoding="utf-8")
-    result = CliRunner().invoke(normalize, [str(path), "-o", str(tmp_path / "o.jsonl"), "--text-key", "body",
-                                            "--rejects", str(tmp_path / "r.jsonl")])
+    result = normalize([str(path), "-o", str(tmp_path / "o.jsonl"), "--text-key", "body",
+                        "--rejects", str(tmp_path / "r.jsonl"), "--allow-empty"])
     assert result.exit_code == 0, result.output
     assert '"reason": "too_short"' in (tmp_path / "r.jsonl").read_text(encoding="utf-8")
 

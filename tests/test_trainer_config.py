@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from childproc import default_sigint
 
 from trainer.run.config import from_dict, load_config
 from trainer.run.data import ShardMismatch, check_shards
@@ -84,7 +85,7 @@ def test_cli_help_is_instant_and_light():
     import sys
 
     code = "import sys, trainer.cli; assert 'nemo' not in sys.modules and 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, preexec_fn=default_sigint)
     from click.testing import CliRunner
 
     from trainer.cli import main

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 
 torch = pytest.importorskip("torch")
 
@@ -104,7 +105,7 @@ def test_triton_kernels_equal_the_reference_in_the_interpreter(rows):
     pytest.importorskip("triton", reason="Triton is not installed here (the GPU image has it)")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
     result = subprocess.run([sys.executable, "-c", TRITON_SCRIPT, str(rows)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, preexec_fn=default_sigint)
     assert result.returncode == 0 and "triton kernels ok" in result.stdout, result.stderr[-3000:]
 
 

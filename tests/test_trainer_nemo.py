@@ -117,6 +117,7 @@ def test_dry_run_builds_nemo_objects_and_prints_plan(tmp_path):
         "data.seq_length=64", "schedule.max_steps=300", "data.num_workers=0"])
     assert result.exit_code == 0, result.output
     assert "1,474,560" in result.output and "494,032,768" in result.output
+    assert "2 shard(s) verified, data.verify=structure" in result.output  # said before NeMo's import
     assert "train samples (built)" in result.output
 
 
@@ -138,5 +139,5 @@ def test_dry_run_refuses_shards_of_another_tokenizer(tmp_path):
     result = CliRunner().invoke(main, [
         "run", str(ROOT / "configs/qwen25_05b_ja_lora.yaml"), "--dry-run", "model.base=null", "model.from_scratch=true",
         f"data.train=[{prefix}_train]", f"data.valid=[{prefix}_valid]", f"run_dir={tmp_path}/run"])
-    assert result.exit_code == 2
-    assert "eod_id: shard 50256, model 151643" in result.output
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")  # a refusal: a problem in the data
+    assert "eod_id: shard 50256, model 151643" in result.output and "#tokenizer-mismatch" in result.output

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 
 from trainer.run import parallel, slurm, torchrun
 from trainer.run.config import from_dict, load_config
@@ -166,7 +167,8 @@ def test_shipped_sbatch_is_the_rendered_one():
         "re-render: trainer slurm configs/qwen25_05b_ja_lora.yaml " + " ".join(SHIPPED) + \
         " -o pipelines/slurm_train.sbatch"
     assert text.splitlines()[1] == "# sbatch pipelines/slurm_train.sbatch [key=value ...]"
-    subprocess.run(["bash", "-n", str(ROOT / "pipelines" / "slurm_train.sbatch")], check=True)
+    subprocess.run(["bash", "-n", str(ROOT / "pipelines" / "slurm_train.sbatch")], check=True,
+                   preexec_fn=default_sigint)
 
 
 def _fake_bin(tmp_path: Path) -> Path:
@@ -188,7 +190,7 @@ def test_sbatch_script_prepares_once_then_starts_one_torchrun_per_node(tmp_path)
            "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "gpu-a[01-02]",
            "SLURM_JOB_ID": "123", "NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5"}
     subprocess.run(["bash", str(ROOT / "pipelines" / "slurm_train.sbatch"), "schedule.max_steps=500"], env=env,
-                   check=True)
+                   check=True, preexec_fn=default_sigint)
     lines = log.read_text().splitlines()
     steps = [line for line in lines if line.startswith("SRUN ")]
     assert steps[0] == ("SRUN --nodes=1 --ntasks=1 .venv/bin/python -m trainer.cli run configs/qwen25_05b_ja_lora.yaml "
@@ -222,7 +224,7 @@ def test_sbatch_keeps_a_master_address_given_and_the_cli_renders(tmp_path):
     log = tmp_path / "srun.log"
     env = {"PATH": f"{_fake_bin(tmp_path)}:/usr/bin:/bin", "SRUN_LOG": str(log), "SLURM_SUBMIT_DIR": str(ROOT),
            "SLURM_JOB_ID": "9", "MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "31000", "NCCL_NVLS_ENABLE": "0"}
-    subprocess.run(["bash", str(out)], env=env, check=True)
+    subprocess.run(["bash", str(out)], env=env, check=True, preexec_fn=default_sigint)
     assert "--rdzv-endpoint=10.0.0.7:31000" in log.read_text()
     bad = CliRunner().invoke(main, ["slurm", str(CONFIG), "parallel.num_nodes=2", "parallel.devices=8"])
     assert bad.exit_code == 2 and "schedule.global_batch_size" in bad.output

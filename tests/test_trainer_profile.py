@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 
 pytest.importorskip("lightning.pytorch", reason="needs the train extra")
 
@@ -47,7 +48,7 @@ SCRIPT = textwrap.dedent('''
 
 def test_profile_writes_the_requested_steps(tmp_path):
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, preexec_fn=default_sigint)
     assert result.returncode == 0, result.stderr[-3000:]
     files = list(tmp_path.glob("profile_steps*.txt"))
     assert [f.name for f in files] == ["profile_steps2-5.txt"]

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from childproc import default_sigint
 
 PRELUDE = """
 import multiprocessing, os, signal, sys
@@ -29,7 +30,8 @@ def assert_joined(pool):
 
 def _run(body: str, timeout: float = 60) -> str:
     code = PRELUDE + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=default_sigint)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

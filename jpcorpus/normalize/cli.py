@@ -7,8 +7,10 @@ import sys
 
 import click
 
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand, EmptyResult
 
-@click.command("normalize")
+
+@click.command("normalize", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output JSON Lines file (.jsonl, .jsonl.gz or .jsonl.zst).")
 @click.option("--profile", default="default", show_default=True,
@@ -26,8 +28,10 @@ import click
 @click.option("--report-html", default=None,
               help="Write a self-contained HTML page: counts, a histogram per measure, examples per reason.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+@click.option("--allow-empty", is_flag=True,
+              help="Write the output even when no document is left (else that is an error, exit 1).")
 def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, report_html,
-              progress):
+              progress, allow_empty):
     """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
 
     INPUT is JSON Lines (.jsonl, .gz, .zst) or plain text files, globs or folders.
@@ -39,18 +43,24 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
       jpcorpus normalize old_sjis/*.txt -o clean.jsonl --encoding cp932 --profile web
     """
     from jpcorpus.normalize.pipeline import run_normalize
-    from jpcorpus.readers import InputError
 
     if progress is None:
         progress = sys.stderr.isatty()
     try:
         result = run_normalize(list(inputs), output, profile=profile, text_key=text_key, id_key=id_key,
                                encoding=encoding, skip_bad=skip_bad, workers=workers, rejects=rejects,
-                               progress=progress)
-    except (InputError, ValueError, LookupError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if report:
-        with open(report, "w", encoding="utf-8") as f:
+                               progress=progress, allow_empty=allow_empty)
+    except EmptyResult as exc:  # the counts still say where every document went
+        if exc.report is not None:
+            _write_report(exc.report, report, report_html)
+        raise
+    _write_report(result, report, report_html)
+    click.echo(f"wrote {result.docs_out:,} documents to {output}", err=True)
+
+
+def _write_report(result, path: str | None, report_html: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(result.as_dict(), f, ensure_ascii=False, indent=2)
             f.write("\n")
     if report_html:
@@ -58,10 +68,9 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
 
         write_html(report_html, render(result.as_dict(), result.examples))
     click.echo(result.table(), err=True)
-    click.echo(f"wrote {result.docs_out:,} documents to {output}", err=True)
 
 
-@click.command("report")
+@click.command("report", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("rejects")
 @click.option("--report", "report_json", required=True, help="The --report JSON file of the same normalize run.")
 @click.option("-o", "--output", required=True, help="HTML file to write.")

@@ -1,10 +1,12 @@
 """JSON Lines output written atomically, compressed by suffix.
 
-The file is written under a temporary name in the same folder and renamed
-into place only when the run ends well, so an interrupted run leaves no file
-that looks complete. ``.gz`` output has no name or time in its header and
-``.zst`` output is written in one frame at level 3, so the same input gives
-the same bytes on every run and for every ``--workers``.
+The file is written under a temporary name in the same folder
+(``NAME.partial-PID``, :mod:`jpcorpus.partial`) and renamed into place only
+when the run ends well, so an interrupted run leaves no file that looks
+complete; leftovers of a killed run are removed when the next run starts.
+``.gz`` output has no name or time in its header and ``.zst`` output is
+written in one frame at level 3, so the same input gives the same bytes on
+every run and for every ``--workers``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from jpcorpus.partial import clean_stale, partial_path, remove
 
 
 class AtomicJsonlWriter:
@@ -29,13 +33,15 @@ class AtomicJsonlWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.tmp = partial_path(self.path)
         self.count = 0
+        self._discard = False
         self._raw: BinaryIO | None = None
         self._stream: BinaryIO | None = None
 
     def __enter__(self) -> "AtomicJsonlWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(self.path)
         self._raw = open(self.tmp, "wb")
         name = self.path.name.lower()
         if name.endswith(".gz"):
@@ -52,11 +58,16 @@ class AtomicJsonlWriter:
         self._stream.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
         self.count += 1
 
+    def discard(self) -> None:
+        """End without the rename: the temporary file is removed, ``path`` left as it was."""
+        self._discard = True
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._stream is not self._raw:
-            self._stream.close()
-        self._raw.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if self._stream is not self._raw:
+                self._stream.close()
+            self._raw.close()
+            if exc_type is None and not self._discard:
+                os.replace(self.tmp, self.path)
+        finally:
+            remove(self.tmp)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections import Counter
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from jpcorpus.document import Document
+from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.normalize import charstats, morphology
 from jpcorpus.normalize.output import AtomicJsonlWriter
 from jpcorpus.normalize.profiles import build_steps, load_profile
@@ -229,12 +231,15 @@ def run_normalize(
     workers: int = 1,
     rejects: str | None = None,
     progress: bool = False,
+    allow_empty: bool = False,
 ) -> RunReport:
     """Normalize and filter ``inputs`` into ``output``; return the counts.
 
     Raises :class:`~jpcorpus.readers.InputError` for bad input (unless
     ``skip_bad``) and ``ValueError`` for a bad option or profile; in both
-    cases no output file is left behind.
+    cases no output file is left behind. A run that keeps no document raises
+    :class:`~jpcorpus.errors.EmptyResult` (unless ``allow_empty``): the output
+    is not written, the rejects file is (it says where the documents went).
     """
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -262,9 +267,14 @@ def run_normalize(
             if bar is not None:
                 bar.update(len(results))
                 bar.set_postfix_str(f"{stats.text_bytes / 1e6 / (time.perf_counter() - started):.2f} MB/s")
+        if report.docs_out == 0 and not allow_empty:
+            out.discard()
     report.read = stats.as_dict()
     report.seconds = time.perf_counter() - started
     report.dedup_memory_bytes = sum(d.memory_bytes() for d in dedups)
+    if report.docs_out == 0 and not allow_empty:
+        dropped = sum((c.reason_docs for c in counts), Counter())
+        raise EmptyResult(empty_message(output, stats, dropped, rejects), report)
     return report
 
 

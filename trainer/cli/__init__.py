@@ -8,12 +8,12 @@ May import: ``trainer.run``, ``trainer.convert``, ``trainer.evaluate``. Nothing 
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionGroup
 
-@click.group()
+
+@click.group(cls=ConventionGroup, epilog=EXIT_STATUS_HELP)
 def main() -> None:
     """Continual pretraining (NeMo 2) and evaluation of Qwen2.5 on Japanese.
 
@@ -24,15 +24,20 @@ def main() -> None:
     """
 
 
-@main.command("run")
+@main.command("run", epilog=EXIT_STATUS_HELP)
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("--dry-run", is_flag=True, help="Check the config and shards, build the NeMo objects and the "
-              "data module on CPU, print the plan; train nothing.")
+@click.option("--dry-run", is_flag=True, help="Check the config, model.base and the shards (before NeMo is "
+              "imported), build the NeMo objects and the data module on CPU, print the plan; train nothing.")
 @click.option("--prepare-only", is_flag=True, help="Do the one-time work (plan, checkpoint quarantine, base "
               "checkpoint import) and stop: before starting torchrun on several nodes.")
 def run_command(config: str, overrides: tuple[str, ...], dry_run: bool, prepare_only: bool) -> None:
     """Train as CONFIG says, with OVERRIDES as dotted key=value.
+
+    Before NeMo is imported, model.base must be a Hugging Face or NeMo
+    checkpoint directory and every shard must pass jpcorpus's structural
+    checks (data.verify=full adds the sha256 of every byte); a refusal exits 1
+    and names the file, the problem and the fix.
 
     \b
     Example:
@@ -48,11 +53,9 @@ def run_command(config: str, overrides: tuple[str, ...], dry_run: bool, prepare_
         raise click.UsageError(str(exc)) from None
     from trainer.run.launch import run
 
-    try:
-        run(cfg, dry_run=dry_run, prepare_only=prepare_only, echo=click.echo)
-    except ValueError as exc:  # refusals: shards, tokenizer, base checkpoint
-        click.echo(f"trainer run: refused: {exc}", err=True)
-        sys.exit(2)
+    # Refusals (shards, tokenizer, base checkpoint, import parity, preflight loss) are
+    # jpcorpus.errors.DataProblem: the group prints them and exits 1.
+    run(cfg, dry_run=dry_run, prepare_only=prepare_only, echo=click.echo)
 
 
 # Commands that live in their own modules (each keeps its heavy imports inside the function).

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand
+
 
 def _parse_texts(values: tuple[str, ...]) -> dict[str, str]:
     texts = {}
@@ -25,11 +27,7 @@ def _parse_texts(values: tuple[str, ...]) -> dict[str, str]:
     return texts
 
 
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc)) from exc
-
-
-@click.command("eval")
+@click.command("eval", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option("--text", "texts", multiple=True, metavar="NAME=PATH",
               help="Held-out text: JSONL (field 'text', .gz/.zst too) or a .bin/.idx shard prefix. Repeatable.")
@@ -68,17 +66,14 @@ def eval_command(model, texts, jcqa, baseline, fewshot, fewshot_file, max_docs, 
         texts=_parse_texts(texts), jcqa=jcqa, fewshot=fewshot, fewshot_path=fewshot_file, max_docs=max_docs,
         max_questions=max_questions, max_length=max_length, batch_size=batch_size, device=device,
         dtype=dtype, seed=seed, progress=progress)
-    try:
-        result = run_eval(model, settings, baseline)
-    except ValueError as exc:
-        _fail(exc)
+    result = run_eval(model, settings, baseline)  # a ValueError is printed as one error line, exit 2
     click.echo(format_table(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {json_path}", err=True)
 
 
-@click.command("generate")
+@click.command("generate", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False),
               help="Base model directory: its continuations go in a second column.")
@@ -108,16 +103,13 @@ def generate(model, baseline, prompts_path, output, max_new_tokens, greedy, temp
     """
     from trainer.evaluate.generate import DEFAULT_PROMPTS, DecodingSettings, write_generations
 
-    try:
-        settings = DecodingSettings(max_new_tokens, not greedy, temperature, top_p, repetition_penalty, seed, samples)
-        path = write_generations(model, output, baseline, prompts_path or DEFAULT_PROMPTS, settings, device, dtype,
-                                 progress)
-    except ValueError as exc:
-        _fail(exc)
+    settings = DecodingSettings(max_new_tokens, not greedy, temperature, top_p, repetition_penalty, seed, samples)
+    path = write_generations(model, output, baseline, prompts_path or DEFAULT_PROMPTS, settings, device, dtype,
+                             progress)
     click.echo(f"wrote {path}")
 
 
-@click.command("monitor")
+@click.command("monitor", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where plots and summary.json go "
               "(default RUN_DIR/monitor).")
@@ -148,10 +140,7 @@ def monitor(run_dir, out_dir, metrics_file, vocab_size, spike_factor, stall_step
 
     thresholds = Thresholds(vocab_size=vocab_size, spike_factor=spike_factor, stall_steps=stall_steps)
     while True:
-        try:
-            summary = run_monitor(run_dir, out_dir, thresholds, metrics_file, plots=not no_plots)
-        except ValueError as exc:
-            _fail(exc)
+        summary = run_monitor(run_dir, out_dir, thresholds, metrics_file, plots=not no_plots)
         click.echo(format_summary(summary))
         click.echo(f"wrote {summary['out_dir']}/summary.json" + (f" and {len(summary['plots'])} plots"
                                                                  if summary["plots"] else ""))
@@ -165,24 +154,31 @@ def monitor(run_dir, out_dir, metrics_file, vocab_size, spike_factor, stall_step
         sys.exit(1)
 
 
-@click.command("check-env")
+@click.command("check-env", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.option("--allow-cpu", is_flag=True, help="No GPU is a WARN, not a FAIL (CI, dry runs, evaluation machines).")
 @click.option("--deep", is_flag=True, help="Also import nemo.collections.llm (~50 s) and check llm.finetune exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
-def check_env(allow_cpu, deep, as_json):
-    """Check what trainer run needs: Python, torch/CUDA, GPU, bf16, NeMo, megatron-core,
-    TransformerEngine, modelopt, Sudachi, the tokenizer. Exits 1 when a run could not work.
+@click.option("--for", "for_commands", multiple=True,
+              type=click.Choice(["normalize", "binarize", "run", "export", "eval", "monitor"]),
+              help="Exit 1 only when one of these commands cannot run (repeatable; default: any command).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks and the verdicts as JSON instead of tables.")
+def check_env(allow_cpu, deep, for_commands, as_json):
+    """Check what each command needs (Python, torch/CUDA, GPU, bf16, transformers, NeMo,
+    megatron-core, lightning, modelopt, TransformerEngine, Sudachi, the tokenizer, matplotlib)
+    and give a verdict per command: a missing piece fails only the commands that need it.
+    The last line says which commands can run here.
 
     Example:
 
-        trainer check-env --deep
+        trainer check-env --deep --for run
     """
-    from trainer.evaluate.check_env import FAIL, format_table, run_checks
+    from trainer.evaluate.check_env import FAIL, format_table, run_checks, verdicts
 
     rows = run_checks(allow_cpu=allow_cpu, deep=deep)
+    judged = verdicts(rows)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"checks": [r.as_dict() for r in rows], "commands": [v.as_dict() for v in judged]},
+                              ensure_ascii=False, indent=2))
     else:
         click.echo(format_table(rows))
-    if any(r.status == FAIL for r in rows):
+    if any(v.status == FAIL and (not for_commands or v.command in for_commands) for v in judged):
         sys.exit(1)

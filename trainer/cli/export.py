@@ -6,12 +6,12 @@ imported inside the command so ``--help`` stays instant.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand
 
-@click.command("export")
+
+@click.command("export", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("checkpoint", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="New directory for the Hugging Face checkpoint (must not exist; written atomically).")
@@ -40,18 +40,12 @@ def export(checkpoint: str, output: str, base: str | None, adapter_only: bool, d
           -o exports/qwen25_05b_ja
       trainer export CKPT -o exports/adapter --adapter-only
     """
-    from trainer.convert.export import ExportParityError
     from trainer.convert.export import export as run_export
 
-    try:
-        result = run_export(checkpoint, output, base=base, adapter_only=adapter_only, dtype=dtype,
-                            parity_check=not no_parity_check)
-    except ExportParityError as exc:
-        click.echo(f"trainer export: {exc}", err=True)
-        sys.exit(1)
-    except ValueError as exc:
-        click.echo(f"trainer export: refused: {exc}", err=True)
-        sys.exit(2)
+    # A parity failure is a DataProblem (exit 1), a bad checkpoint or output a ValueError (exit 2):
+    # the trainer group prints either as one error line.
+    result = run_export(checkpoint, output, base=base, adapter_only=adapter_only, dtype=dtype,
+                        parity_check=not no_parity_check)
     click.echo(f"wrote {result.output} ({result.dtype})")
     if result.lora:
         click.echo(f"LoRA rank {result.lora['rank']} alpha {result.lora['alpha']} on "

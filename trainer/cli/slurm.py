@@ -10,8 +10,10 @@ from pathlib import Path
 
 import click
 
+from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand
 
-@click.command("slurm")
+
+@click.command("slurm", cls=ConventionCommand, epilog=EXIT_STATUS_HELP)
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,

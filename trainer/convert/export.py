@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
+from jpcorpus.errors import DataProblem
 from trainer.convert.export_mapping import Qwen2Shape, adapters_to_peft, merge_lora, to_hf
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-class ExportParityError(RuntimeError):
+class ExportParityError(DataProblem, RuntimeError):
     """The exported model does not compute what the NeMo model computes."""
 
 
@@ -132,7 +133,7 @@ def _parity(hf_model, nemo_model, tolerance: float) -> dict:
         raise ExportParityError(
             f"export parity failed: NeMo loss {nemo_loss:.6f}, exported Hugging Face loss {hf_loss:.6f} "
             f"(|diff| {abs(hf_loss - nemo_loss):.2e} > {tolerance:g}) on a fixed batch of {tuple(ids.shape)}; "
-            "nothing written")
+            "nothing written (see docs/troubleshooting.md#export-parity)")
     return result
 
 

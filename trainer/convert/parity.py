@@ -11,11 +11,12 @@ import math
 
 import torch
 
+from jpcorpus.errors import DataProblem
 from trainer.megatron.cpu_shims import megatron_on_cpu
 from trainer.megatron.unwrap import mcore_module
 
 
-class ImportParityError(RuntimeError):
+class ImportParityError(DataProblem, RuntimeError):
     """The imported NeMo model does not compute what the Hugging Face model computes."""
 
 
@@ -57,7 +58,8 @@ def check_parity(hf_model, nemo_model, tolerance: float = 1e-3) -> tuple[float, 
         raise ImportParityError(
             f"import parity failed: Hugging Face loss {hf_loss:.6f}, NeMo loss {nemo_loss:.6f} "
             f"(|diff| {abs(hf_loss - nemo_loss):.2e} > {tolerance:g}) on a fixed batch of {tuple(ids.shape)}; "
-            "weights were mapped wrongly (layer norms? tied embeddings?): not saving the checkpoint"
+            "weights were mapped wrongly (layer norms? tied embeddings?): not saving the checkpoint "
+            "(see docs/troubleshooting.md#import-parity)"
         )
     return hf_loss, nemo_loss
 

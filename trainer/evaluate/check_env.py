@@ -1,7 +1,10 @@
-"""``trainer check-env``: can this machine run ``trainer run``, and what to change if not.
+"""``trainer check-env``: which commands can run on this machine, and what to change if not.
 
 Each check returns a :class:`Check` row with status ``OK``, ``WARN`` (a run works
-but slower, or untested) or ``FAIL`` (a run cannot work). Versions are read
+but slower, or untested) or ``FAIL`` (it cannot work). A missing piece fails only
+the commands that need it (:data:`NEEDS`: Sudachi only ``jpcorpus normalize``,
+NeMo only ``trainer run`` and ``trainer export``), and :func:`verdicts` gives one
+verdict per command; the last line of the table says which can run. Versions are read
 with :mod:`importlib.metadata`; NeMo is never imported unless asked
 (``deep=True``: importing ``nemo.collections.llm`` takes ~50 s and is the only way
 to see that ``llm.finetune`` silently vanished).
@@ -21,6 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
+TROUBLE = "docs/troubleshooting.md"
 
 
 @dataclass
@@ -32,6 +36,51 @@ class Check:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# The commands, and the checks each one needs (a check not named here is needed by none).
+COMMANDS = {
+    "normalize": "jpcorpus normalize",
+    "binarize": "jpcorpus binarize / inspect-idx",
+    "run": "trainer run",
+    "export": "trainer export",
+    "eval": "trainer eval / generate",
+    "monitor": "trainer monitor",
+}
+NEEDS = {
+    "normalize": ("python", "sudachi"),
+    "binarize": ("python", "tokenizer"),
+    "run": ("python", "torch", "cuda", "gpu", "bf16", "transformers", "nemo", "megatron-core", "lightning",
+            "nvidia-modelopt", "transformer-engine", "nemo import", "tokenizer"),
+    "export": ("python", "torch", "transformers", "nemo", "megatron-core", "lightning"),
+    "eval": ("python", "torch", "transformers"),
+    "monitor": ("python", "matplotlib"),
+}
+
+
+@dataclass
+class Verdict:
+    command: str  # a key of COMMANDS
+    status: str  # the worst status among the checks it needs
+    because: list[str]  # the checks that gave that status (empty when OK)
+
+    def as_dict(self) -> dict:
+        return {"command": COMMANDS[self.command], "key": self.command, "status": self.status,
+                "because": self.because}
+
+
+def verdicts(rows: list[Check]) -> list[Verdict]:
+    """One verdict per command: FAIL if a check it needs failed, WARN if one warned, else OK."""
+    by_name = {r.name: r for r in rows}
+    out = []
+    for command, needs in NEEDS.items():
+        mine = [by_name[n] for n in needs if n in by_name]
+        for status in (FAIL, WARN, OK):
+            because = [r.name for r in mine if r.status == status]
+            if because or status == OK:
+                out.append(Verdict(command, status, because if status != OK else []))
+                break
+    return out
 
 
 def version_of(*dists: str) -> str | None:
@@ -76,7 +125,7 @@ def judge_nemo(version: str | None) -> Check:
         return Check("nemo", FAIL, "not installed", fix)
     r = _release(version)
     if r >= (3,):
-        return Check("nemo", FAIL, version, "NeMo 3.x has no nemo.collections.llm: " + fix)
+        return Check("nemo", FAIL, version, f"NeMo 3.x has no nemo.collections.llm: {fix}; see {TROUBLE}#nemo-3")
     if r[:3] == (2, 7, 3):
         return Check("nemo", OK, version)
     return Check("nemo", WARN, version, "untested NeMo 2 version; the trainer is tested with 2.7.3")
@@ -90,7 +139,7 @@ def judge_megatron(version: str | None) -> Check:
         return Check("megatron-core", OK, version)
     if r >= (0, 16):
         return Check("megatron-core", FAIL, version, "0.16 breaks NeMo 2.7.3's optimizer setup "
-                     "(no_weight_decay_cond): pip install megatron-core==0.15.3")
+                     f"(no_weight_decay_cond): pip install megatron-core==0.15.3; see {TROUBLE}#megatron-core-016")
     return Check("megatron-core", WARN, version, "older than 0.15: pip install megatron-core==0.15.3")
 
 
@@ -99,7 +148,8 @@ def judge_lightning(version: str | None) -> Check:
         return Check("lightning", FAIL, "not installed", "pip install 'lightning>2.2.1,<=2.4.0' (NeMo needs it)")
     if _release(version) > (2, 4, 0):
         return Check("lightning", FAIL, version, "lightning >= 2.5 removed NeptuneLogger, which NeMo imports; "
-                     "llm.finetune then silently vanishes: pip install 'lightning>2.2.1,<=2.4.0'")
+                     "llm.finetune then silently vanishes: pip install 'lightning>2.2.1,<=2.4.0'; "
+                     f"see {TROUBLE}#llm-finetune-missing")
     return Check("lightning", OK, version)
 
 
@@ -107,7 +157,8 @@ def judge_modelopt(modelopt: str | None, torchprofile: str | None) -> Check:
     if modelopt is None or torchprofile is None:
         missing = " and ".join(n for n, v in (("nvidia-modelopt", modelopt), ("torchprofile", torchprofile)) if v is None)
         return Check("nvidia-modelopt", FAIL, f"{missing} not installed", "without them NeMo's llm.pretrain/"
-                     "finetune/import_ckpt silently vanish: pip install nvidia-modelopt==0.37.0")
+                     "finetune/import_ckpt silently vanish: pip install nvidia-modelopt==0.37.0; "
+                     f"see {TROUBLE}#llm-finetune-missing")
     return Check("nvidia-modelopt", OK, f"{modelopt} (torchprofile {torchprofile})")
 
 
@@ -117,7 +168,7 @@ def judge_transformer_engine(version: str | None) -> Check:
                      "runs with megatron-core's local layer spec: keep model.attention: sdpa (local attention "
                      "materialises the s x s scores, ~10.6 GiB at micro batch 4, seq 2048, and is slower); "
                      "fused kernels (masked softmax, gradient-accumulation, RoPE fusion) are off; NeMo's LoRA and "
-                     "HF import/export need trainer/megatron/nemo_patches.py")
+                     f"HF import/export need trainer/megatron/nemo_patches.py; see {TROUBLE}#no-transformer-engine")
     return Check("transformer-engine", OK, version)
 
 
@@ -142,6 +193,21 @@ def check_torch(allow_cpu: bool) -> list[Check]:
     rows.append(Check("bf16", OK, "supported") if torch.cuda.is_bf16_supported() else
                 Check("bf16", WARN, "not supported (pre-Ampere GPU)", "train in fp16-mixed or fp32; bf16 needs Ampere+"))
     return rows
+
+
+def judge_transformers(version: str | None) -> Check:
+    if version is None:
+        return Check("transformers", FAIL, "not installed", "pip install 'transformers>=4.45' (4.57 with NeMo 2.7.3)")
+    if _release(version) < (4, 45):
+        return Check("transformers", FAIL, version, "pip install 'transformers>=4.45' (4.57 with NeMo 2.7.3)")
+    return Check("transformers", OK, version)
+
+
+def judge_matplotlib(version: str | None) -> Check:
+    if version is None:
+        return Check("matplotlib", WARN, "not installed", "trainer monitor --no-plots works without it; for the "
+                     "PNG plots: pip install matplotlib")
+    return Check("matplotlib", OK, version)
 
 
 def check_sudachi() -> Check:
@@ -192,14 +258,15 @@ def check_nemo_import() -> Check:
 def run_checks(allow_cpu: bool = False, deep: bool = False) -> list[Check]:
     """Every check, in the order of the table."""
     rows = [judge_python(sys.version_info[:2]), *check_torch(allow_cpu)]
-    rows += [judge_nemo(version_of("nemo_toolkit", "nemo-toolkit")),
+    rows += [judge_transformers(version_of("transformers")),
+             judge_nemo(version_of("nemo_toolkit", "nemo-toolkit")),
              judge_megatron(version_of("megatron-core", "megatron_core")),
              judge_lightning(version_of("lightning", "pytorch-lightning")),
              judge_modelopt(version_of("nvidia-modelopt", "nvidia_modelopt"), version_of("torchprofile")),
              judge_transformer_engine(version_of("transformer_engine", "transformer-engine", "transformer_engine_torch"))]
     if deep:
         rows.append(check_nemo_import())
-    rows += [check_sudachi(), check_tokenizer()]
+    rows += [check_sudachi(), check_tokenizer(), judge_matplotlib(version_of("matplotlib"))]
     return rows
 
 
@@ -207,7 +274,21 @@ def format_table(rows: list[Check]) -> str:
     lines = ["| check | status | found | what to change |", "|---|---|---|---|"]
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731
     lines += [f"| {r.name} | {r.status} | {cell(r.found)} | {cell(r.fix)} |" for r in rows]
-    fails = sum(r.status == FAIL for r in rows)
-    lines.append("")
-    lines.append(f"{fails} FAIL: trainer run cannot work here." if fails else "A run can work here.")
+    judged = verdicts(rows)
+    lines += ["", "| command | verdict | because of |", "|---|---|---|"]
+    lines += [f"| {COMMANDS[v.command]} | {v.status} | {', '.join(v.because)} |" for v in judged]
+    lines += ["", summary_line(judged)]
     return "\n".join(lines)
+
+
+def summary_line(judged: list[Verdict]) -> str:
+    """The last line: which commands can run here, and which cannot and why.
+
+    >>> summary_line([Verdict("normalize", FAIL, ["sudachi"]), Verdict("run", OK, [])])
+    'Can run here: trainer run. Cannot: jpcorpus normalize (sudachi).'
+    """
+    can = [COMMANDS[v.command] for v in judged if v.status != FAIL]
+    cannot = [f"{COMMANDS[v.command]} ({', '.join(v.because)})" for v in judged if v.status == FAIL]
+    if not cannot:
+        return f"Every command can run here: {', '.join(can)}."
+    return f"Can run here: {', '.join(can) or 'none'}. Cannot: {', '.join(cannot)}."

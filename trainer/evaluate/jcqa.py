@@ -24,7 +24,6 @@ A prompt longer than ``max_length`` is cut from the left.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -44,6 +43,7 @@ class Question:
 
 def read_questions(path) -> Iterator[Question]:
     """JGLUE v1.3 JSONL (optionally ``.gz``/``.zst``); a broken record names its line."""
+    from jpcorpus.jsonline import loads_record
     from jpcorpus.readers import open_binary
 
     with open_binary(Path(path)) as raw:
@@ -51,7 +51,7 @@ def read_questions(path) -> Iterator[Question]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads_record(line.decode("utf-8"))  # hostile JSON and lone surrogates: a ValueError
                 choices = tuple(str(rec[f"choice{i}"]) for i in range(N_CHOICES))
                 label = int(rec["label"])
                 question = str(rec["question"])

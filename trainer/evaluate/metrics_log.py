@@ -19,10 +19,11 @@ on its own line, and a resumed run repeats the steps after its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jpcorpus.jsonline import RecordError, loads_record
 
 FIELDS = ("loss", "val_loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "gpu_mem_gb")
 ALIASES = {"step_time": "step_time_s", "gpu_mem_gib": "gpu_mem_gb"}
@@ -72,8 +73,8 @@ def parse_lines(text: str) -> tuple[list[dict], bool, list[int]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+            rec = loads_record(line)  # never raises anything but RecordError (deep nesting, huge numbers)
+        except RecordError:
             bad.append(lineno)
             continue
         if isinstance(rec, dict) and _number(rec.get("step")) is not None:

@@ -78,7 +78,10 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         raise ValueError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    from jpcorpus.tokenizer.regex_alarm import regex_alarm_checked
+
+    with regex_alarm_checked(path):  # transformers 4.57 warns about Qwen's correct regex: checked there
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
     model.to(device).eval()
     return LoadedModel(str(path), model, tokenizer, device, dtype)

@@ -14,10 +14,12 @@ import math
 import time
 from pathlib import Path
 
+from jpcorpus.errors import DataProblem
+
 from lightning.pytorch.callbacks import Callback
 
 
-class PreflightError(RuntimeError):
+class PreflightError(DataProblem, RuntimeError):
     """The starting point of the run is not what the config says it is."""
 
 
@@ -33,11 +35,12 @@ def preflight_verdict(loss: float, vocab_size: int, expect_trained: bool, margin
     """
     uniform = math.log(vocab_size)
     if not math.isfinite(loss):
-        return f"preflight: validation loss is {loss}: the model or the data is broken"
+        return (f"preflight: validation loss is {loss}: the model or the data is broken "
+                "(see docs/troubleshooting.md#loss-near-ln-vocab)")
     if expect_trained and loss >= margin * uniform:
         return (f"preflight: validation loss {loss:.3f} is near ln(vocab)={uniform:.2f}, what an untrained model "
                 "scores: the base checkpoint holds random weights (failed import?) or the shards were made with "
-                "another tokenizer. Stopping before training.")
+                "another tokenizer. Stopping before training (see docs/troubleshooting.md#loss-near-ln-vocab).")
     return None
 
 

@@ -227,7 +227,8 @@ def prepare_resume(checkpoint_dir: str | Path, quarantine_dir: str | Path, *, mo
     for path, reason in skipped:
         if move:
             where = quarantine(path, reason, quarantine_dir)
-            echo(f"checkpoint {path.name}: skipped, never loaded: {reason}; moved to {where}")
+            echo(f"checkpoint {path.name}: skipped, never loaded: {reason}; moved to {where} "
+                 "(see docs/troubleshooting.md#damaged-checkpoint)")
         else:
             echo(f"checkpoint {path.name}: would be skipped and moved to {quarantine_dir}: {reason}")
     if chosen is None:

@@ -86,6 +86,11 @@ class DataConfig:
     """DataLoader worker processes."""
     seed: int = 1234
     """Seed of the sample shuffling (GPTDataset index)."""
+    verify: str = "structure"
+    """Shard checks before NeMo is imported (``jpcorpus.verify``): ``structure`` (header, sizes,
+    pointers, document indices, sidecar counts; milliseconds a shard whatever its size) or
+    ``full`` (also the sha256 of every byte against the sidecar and every token id against the
+    vocabulary: reads every shard once, about a second per GB)."""
 
 
 @dataclass
@@ -224,6 +229,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("peft.fused_adapters", not p.fused_adapters or p.lean_adapters,
          "fused adapters build on the lean ones: set peft.lean_adapters=true"),
         ("data.seq_length", d.seq_length > 0, f"{d.seq_length} must be positive"),
+        ("data.verify", d.verify in ("structure", "full"), f"{d.verify!r} is not structure or full"),
         ("peft.method", p.method in ("lora", "none"), f"{p.method!r} is not lora or none"),
         ("peft.rank", p.rank > 0, f"{p.rank} must be positive"),
         ("peft.dropout", 0 <= p.dropout < 1, f"{p.dropout} is not in [0, 1)"),

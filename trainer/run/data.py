@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jpcorpus.errors import DataProblem
+
 SIDECAR_FORMAT = "megatron-indexed-dataset"
+MISMATCH = "see docs/troubleshooting.md#tokenizer-mismatch"
 
 
-class ShardMismatch(ValueError):
-    """A shard that this model must not train on."""
+class ShardMismatch(DataProblem, ValueError):
+    """A shard that this model must not train on (a refusal: exit status 1)."""
 
 
 @dataclass(frozen=True)
@@ -35,19 +38,22 @@ def read_shard(prefix: str, weight: float = 1.0) -> ShardInfo:
     for suffix in (".bin", ".idx", ".json"):
         if not Path(prefix + suffix).is_file():
             what = "sidecar (written by jpcorpus binarize)" if suffix == ".json" else "file"
-            raise ShardMismatch(f"shard {prefix}: missing {what} {prefix}{suffix}")
+            raise ShardMismatch(f"shard {prefix}: missing {what} {prefix}{suffix}; check the prefix or re-run "
+                                "jpcorpus binarize (see docs/troubleshooting.md#missing-shard)")
     try:
         meta = json.loads(Path(prefix + ".json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShardMismatch(f"shard {prefix}: sidecar {prefix}.json is not valid JSON ({exc})") from None
+        raise ShardMismatch(f"shard {prefix}: sidecar {prefix}.json is not valid JSON ({exc}); re-run jpcorpus "
+                            "binarize (see docs/troubleshooting.md#sidecar-mismatch)") from None
     if meta.get("format") != SIDECAR_FORMAT or meta.get("format_version") != 1:
         raise ShardMismatch(
             f"shard {prefix}: sidecar format {meta.get('format')!r} v{meta.get('format_version')}, "
-            f"expected {SIDECAR_FORMAT!r} v1"
+            f"expected {SIDECAR_FORMAT!r} v1; re-run jpcorpus binarize (see docs/troubleshooting.md#sidecar-mismatch)"
         )
     tok = meta.get("tokenizer")
     if not isinstance(tok, dict) or not {"fingerprint", "vocab_size", "eod_id"} <= set(tok):
-        raise ShardMismatch(f"shard {prefix}: sidecar has no tokenizer fingerprint/vocab_size/eod_id")
+        raise ShardMismatch(f"shard {prefix}: sidecar has no tokenizer fingerprint/vocab_size/eod_id; re-run "
+                            "jpcorpus binarize (see docs/troubleshooting.md#sidecar-mismatch)")
     return ShardInfo(prefix, weight, int(meta.get("documents", 0)), int(meta.get("tokens", 0)), tok)
 
 
@@ -77,15 +83,17 @@ def check_shards(blend: list[tuple[str, float]], model_tokenizer: dict, model_vo
             raise ShardMismatch(
                 f"shard {prefix} was tokenized with {info.tokenizer.get('name')!r}, not the model's tokenizer "
                 f"{model_tokenizer.get('name')!r}: " + "; ".join(problems)
-                + ". Re-binarize it with the model's tokenizer (jpcorpus binarize --tokenizer ...)."
+                + f". Re-binarize it with the model's tokenizer (jpcorpus binarize --tokenizer ...; {MISMATCH})."
             )
         if int(info.tokenizer["vocab_size"]) > model_vocab:
             raise ShardMismatch(
                 f"shard {prefix}: tokenizer vocab_size {info.tokenizer['vocab_size']} exceeds the model's "
-                f"embedding rows {model_vocab}"
+                f"embedding rows {model_vocab}; re-binarize with the model's tokenizer ({MISMATCH})"
             )
         if info.tokens == 0:
-            raise ShardMismatch(f"shard {prefix}: sidecar says it holds no tokens")
+            raise ShardMismatch(f"shard {prefix}: sidecar says it holds no tokens (GPTDataset would loop forever on "
+                                "it); give binarize more input or drop the shard (see "
+                                "docs/troubleshooting.md#empty-split)")
         shards.append(info)
     return shards
 
@@ -123,4 +131,7 @@ def nemo_tokenizer(hf_dir: str):
     """NeMo's AutoTokenizer on a local Hugging Face tokenizer directory (no hub)."""
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 
-    return AutoTokenizer(str(hf_dir), use_fast=True)
+    from jpcorpus.tokenizer.regex_alarm import regex_alarm_checked
+
+    with regex_alarm_checked(hf_dir):  # transformers 4.57's false Mistral-regex warning, checked
+        return AutoTokenizer(str(hf_dir), use_fast=True)

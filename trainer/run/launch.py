@@ -32,7 +32,10 @@ def random_hf_model(preset: ModelPreset, tok, out_dir: Path, seed: int) -> Path:
     )
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(str(tok.hf_dir)).save_pretrained(out_dir)
+    from jpcorpus.tokenizer.regex_alarm import regex_alarm_checked
+
+    with regex_alarm_checked(tok.hf_dir):
+        AutoTokenizer.from_pretrained(str(tok.hf_dir)).save_pretrained(out_dir)
     return out_dir
 
 
@@ -49,9 +52,13 @@ def prepare_base(cfg: TrainConfig, tok, preset: ModelPreset) -> Path:
     else:
         hf_dir = Path(cfg.model.base)
         if not (hf_dir / "config.json").is_file():
-            raise ValueError(f"model.base: {hf_dir} is neither a Hugging Face directory (config.json) "
-                             "nor a NeMo checkpoint (context/ and weights/)")
-    return import_hf(hf_dir, target, attention=cfg.model.attention)
+            from trainer.run.preflight import describe_base
+
+            describe_base(cfg)  # raises the refusal that says what to do
+    from jpcorpus.tokenizer.regex_alarm import regex_alarm_checked
+
+    with regex_alarm_checked(hf_dir):  # NeMo loads the tokenizer; transformers 4.57's false alarm checked
+        return import_hf(hf_dir, target, attention=cfg.model.attention)
 
 
 def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=print) -> None:
@@ -59,6 +66,7 @@ def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=pri
     on several (``trainer/run/torchrun.py``); ``prepare_only`` stops before training."""
     from trainer.run import torchrun
     from trainer.run.parallel import settle_optimizer, world_size
+    from trainer.run.preflight import preflight
     from trainer.run.recipe import (Run, build, check_run_inputs, checkpoint_dir, dataset_sizes, format_plan,
                                     model_tokenizer, plan)
 
@@ -67,6 +75,7 @@ def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=pri
         return torchrun.train_worker(cfg, echo=echo)
     for key, value in torchrun.MULTICAST_OFF.items():
         os.environ.setdefault(key, value)
+    echo(preflight(cfg).summary())  # base and shards, before NeMo's import (trainer/run/preflight.py)
     tok = model_tokenizer(cfg.model.tokenizer)
     cfg = settle_optimizer(cfg, checkpoint_dir(cfg), echo)  # resume with the optimizer the checkpoint was saved by
     hand_over = world_size(cfg.parallel) > 1 and not dry_run
@@ -75,6 +84,7 @@ def run(cfg: TrainConfig, *, dry_run: bool, prepare_only: bool = False, echo=pri
         the_run = Run(cfg, preset, tok, train, valid)
         items = plan(the_run)
     else:
+        check_run_inputs(cfg, tok)  # the shards' tokenizer against the model's, still before NeMo
         accelerator = "cpu" if dry_run else "gpu"
         the_run = build(cfg, tok, accelerator=accelerator)
         items = plan(the_run)

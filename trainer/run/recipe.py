@@ -56,7 +56,11 @@ def check_run_inputs(cfg: TrainConfig, tok) -> tuple[ModelPreset, list, list]:
     preset = get_preset(cfg.model.preset)
     described = tok.describe()
     if int(tok.vocab_size) > preset.vocab_size:
-        raise ValueError(f"model.tokenizer: vocab_size {tok.vocab_size} exceeds the model's {preset.vocab_size} rows")
+        from trainer.run.data import ShardMismatch
+
+        raise ShardMismatch(f"model.tokenizer: vocab_size {tok.vocab_size} exceeds the model's {preset.vocab_size} "
+                            "embedding rows; choose the model's own tokenizer (see "
+                            "docs/troubleshooting.md#tokenizer-mismatch)")
     train = check_shards(shard_blend(cfg.data.train), described, preset.vocab_size, "train")
     valid = check_shards(shard_blend(cfg.data.valid), described, preset.vocab_size, "valid")
     return preset, train, valid
