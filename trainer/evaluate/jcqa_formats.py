@@ -25,10 +25,60 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
-from trainer.evaluate.jcqa import Question, context, fewshot_prefix
 from trainer.evaluate.scoring import ScoredSequence
 from trainer.evaluate.shared_prefix import ChoiceSet
+
+N_CHOICES = 5
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    choices: tuple[str, ...]
+    label: int
+    qid: str | int | None = None
+    """JGLUE's ``q_id`` when the record has one (two records are the same question only if it matches too)."""
+
+
+def read_questions(path) -> Iterator[Question]:
+    """JGLUE v1.3 JSONL (optionally ``.gz``/``.zst``); a broken record names its line."""
+    from jpcorpus.jsonline import loads_record
+    from jpcorpus.readers import open_binary
+
+    with open_binary(Path(path)) as raw:
+        for lineno, line in enumerate(raw, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = loads_record(line.decode("utf-8"))  # hostile JSON and lone surrogates: a ValueError
+                choices = tuple(str(rec[f"choice{i}"]) for i in range(N_CHOICES))
+                label = int(rec["label"])
+                question = str(rec["question"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a JCommonsenseQA record ({exc!r})") from None
+            if not 0 <= label < N_CHOICES:
+                raise ValueError(f"{path}:{lineno}: label {label} is not 0-{N_CHOICES - 1}")
+            yield Question(question, choices, label, rec.get("q_id"))
+
+
+def context(q: Question) -> str:
+    """The prompt a choice continues (ends right before the answer).
+
+    >>> print(context(Question("空は何色？", ("青", "赤", "緑", "黒", "白"), 0)))
+    質問：空は何色？
+    選択肢：青、赤、緑、黒、白
+    回答：
+    """
+    return f"質問：{q.question}\n選択肢：{'、'.join(q.choices)}\n回答："
+
+
+def fewshot_prefix(shots: list[Question]) -> str:
+    """Solved examples, each followed by a blank line."""
+    return "".join(f"{context(s)}{s.choices[s.label]}\n\n" for s in shots)
+
 
 FORMATS = ("lm-eval", "swallow", "native")
 DEFAULT_SHOTS = {"lm-eval": 3, "swallow": 4, "native": 0}
