@@ -67,8 +67,8 @@ def assert_same_predictions(mine, harness_lls):
 
 
 def test_lm_eval_format_predicts_what_the_harness_predicts(qwen_vocab_model, tmp_path):
-    raw, lls = harness_samples(qwen_vocab_model, TRAIN, VALID, tmp_path)
-    mine = ours(qwen_vocab_model, TRAIN, VALID)
+    raw, lls = harness_samples(qwen_vocab_model, TRAIN, VALID, tmp_path, limit=6)
+    mine = ours(qwen_vocab_model, TRAIN, VALID, max_questions=6)
     assert_same_predictions(mine, lls)
     assert mine["acc"] == pytest.approx(raw["results"][TASK]["acc,none"])
     assert raw["n-shot"][TASK] == mine["fewshot"] == 3

@@ -66,10 +66,10 @@ def run_tasks(loaded, tasks: list[str], *, task_data: str | None = None, num_few
         os.environ["HF_DATASETS_OFFLINE"] = "1"
         os.environ["HF_HUB_OFFLINE"] = "1"
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
-    with local_task_configs(task_data, tasks) as (manager, _leaves):
+    with local_task_configs(task_data, tasks) as (manager, leaves):
         try:
             raw = lm_eval.simple_evaluate(
-                model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                model=lm, tasks=leaves if task_data else tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                 log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed)
         except (ConnectionError, OSError) as exc:
             raise ValueError(f"--tasks: a dataset could not be loaded ({exc}); offline, download the task "

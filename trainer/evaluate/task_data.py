@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -87,12 +88,21 @@ def override_yaml(task: str, entry, folder: Path) -> str:
     return yaml.safe_dump(body, allow_unicode=True, sort_keys=False)
 
 
-@contextmanager
-def local_task_configs(data_dir: str | None, tasks: list[str]) -> Iterator[tuple[object, list[str]]]:
-    """``(TaskManager, leaf task names)``; with ``data_dir``, tasks found there read their local files."""
+@lru_cache(maxsize=1)
+def default_manager():
+    """The harness's task index (built once per process: it reads every task YAML, ~5 s)."""
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager()
+    return TaskManager()
+
+
+@contextmanager
+def local_task_configs(data_dir: str | None, tasks: list[str]) -> Iterator[tuple[object, list[str]]]:
+    """``(TaskManager, leaf task names)``; with ``data_dir``, a manager holding only the leaf tasks,
+    each reading its local files (every leaf needs its folder, so groups are run as their tasks)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = default_manager()
     leaves = leaf_tasks(manager, tasks)
     if data_dir is None:
         yield manager, leaves
@@ -109,7 +119,7 @@ def local_task_configs(data_dir: str | None, tasks: list[str]) -> Iterator[tuple
         for task in leaves:
             text = override_yaml(task, manager.task_index[task], root / task)
             (Path(tmp) / f"{task}.yaml").write_text(text, encoding="utf-8")
-        yield TaskManager(include_path=tmp), leaves
+        yield TaskManager(include_path=tmp, include_defaults=False), leaves
 
 
 def download(tasks: list[str], out_dir: str, include_path: str | None = None) -> list[Path]:
