@@ -17,6 +17,7 @@ files (``task_data.local_task_configs``).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 INSTALL = ("lm-evaluation-harness is not installed; --tasks needs it: pip install 'jpcorpus[eval-harness]' "
            "(lm_eval[japanese_leaderboard]==0.4.13)")
@@ -62,11 +63,8 @@ def run_tasks(loaded, tasks: list[str], *, task_data: str | None = None, num_few
 
     from trainer.evaluate.task_data import local_task_configs
 
-    if task_data:
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        os.environ["HF_HUB_OFFLINE"] = "1"
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
-    with local_task_configs(task_data, tasks) as (manager, leaves):
+    with _offline(bool(task_data)), local_task_configs(task_data, tasks) as (manager, leaves):
         try:
             raw = lm_eval.simple_evaluate(
                 model=lm, tasks=leaves if task_data else tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
@@ -76,6 +74,22 @@ def run_tasks(loaded, tasks: list[str], *, task_data: str | None = None, num_few
                              "data once and pass --task-data DIR (docs/evaluation.md)") from None
     return {"tasks": summarize(raw), "lm_eval": lm_eval_version, "task_data": task_data,
             "fewshot_seed": raw.get("config", {}).get("fewshot_seed"), "limit": limit}
+
+
+@contextmanager
+def _offline(on: bool):
+    """With local task data nothing may reach for the hub (a missing file must fail, not download)."""
+    saved = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    if on:
+        os.environ.update(dict.fromkeys(saved, "1"))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def summarize(raw: dict) -> dict:
