@@ -70,12 +70,12 @@ def eval_command(model, texts, jcqa, jcqa_format, baseline, fewshot, fewshot_fil
     --jcqa-format lm-eval gives the harness's own ja_leaderboard_jcommonsenseqa
     predictions, faster; --tasks runs the harness itself.
 
+    \b
     Example:
-
-        trainer eval out/qwen25-ja --baseline models/Qwen2.5-0.5B
-        --text ja=data/valid_ja_000 --text en=data/en_wiki.jsonl
-        --jcqa jcommonsenseqa-v1.3_valid.jsonl --jcqa-format lm-eval
-        --fewshot-file jcommonsenseqa-v1.3_train.jsonl
+      trainer eval out/qwen25-ja --baseline models/Qwen2.5-0.5B \\
+        --text ja=data/valid_ja_000 --text en=data/en_wiki.jsonl \\
+        --jcqa jcommonsenseqa-v1.3_valid.jsonl --jcqa-format lm-eval \\
+        --fewshot-file jcommonsenseqa-v1.3_train.jsonl \\
         --tasks japanese_leaderboard,hellaswag --task-data task-data/ --json eval.json
     """
     from trainer.evaluate.harness import parse_tasks, require

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 
 INSTALL = ("lm-evaluation-harness is not installed; --tasks needs it: pip install 'jpcorpus[eval-harness]' "
            "(lm_eval[japanese_leaderboard]==0.4.13)")
-SKIPPED_KEYS = ("alias", "samples", " ")
 
 
 def require() -> str:
@@ -98,8 +97,8 @@ def summarize(raw: dict) -> dict:
     for task, values in raw.get("results", {}).items():
         metrics, stderr = {}, {}
         for key, value in values.items():
-            name, _, filt = key.partition(",")
-            if name in SKIPPED_KEYS or not isinstance(value, (int, float)):
+            name, comma, filt = key.partition(",")  # the harness names results "metric,filter"
+            if not comma or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             label = name if filt in ("none", "") else f"{name} ({filt})"
             if name.endswith("_stderr"):
