@@ -29,8 +29,10 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
-from trainer.evaluate.jcqa_formats import (  # noqa: F401  (re-exported: the records and the native prompt)
-    N_CHOICES, Question, context, fewshot_prefix, read_questions)
+from trainer.evaluate.jcqa_formats import (  # noqa: F401  (context, fewshot_prefix: re-exported native prompt)
+    DEFAULT_SHOTS, FORMATS, N_CHOICES, Question, build, context, fewshot_prefix, native_choice_set, read_questions,
+    swallow_correct)
+from trainer.evaluate.shared_prefix import score_choice_sets
 
 
 def load_questions(path, fmt: str, fewshot: int | None, fewshot_path, max_questions: int | None):
@@ -42,8 +44,6 @@ def load_questions(path, fmt: str, fewshot: int | None, fewshot_path, max_questi
     ``k > 0``; when it is ``path`` itself the harness's rule applies (a question
     is never its own example).
     """
-    from trainer.evaluate.jcqa_formats import DEFAULT_SHOTS, FORMATS
-
     if fmt not in FORMATS:
         raise ValueError(f"--jcqa-format {fmt!r}: choose one of {', '.join(FORMATS)}")
     k = DEFAULT_SHOTS[fmt] if fewshot is None else fewshot
@@ -77,9 +77,6 @@ def evaluate_jcqa(loaded, path, *, fmt: str = "native", fewshot: int | None = 0,
     ``details`` adds ``per_question``: each question's five scores, the predicted
     choice (and for ``swallow`` the generated token).
     """
-    from trainer.evaluate.jcqa_formats import build, swallow_correct
-    from trainer.evaluate.shared_prefix import score_choice_sets
-
     questions, pool, k, exclude_self = load_questions(path, fmt, fewshot, fewshot_path, max_questions)
     prompted = build(fmt, loaded.tokenizer, questions, pool, k, max_length, exclude_self)
     scored = score_choice_sets(loaded, [p.choice_set for p in prompted], batch_size, progress,
@@ -109,9 +106,6 @@ def _detail(index: int, q: Question, s, fmt: str, tokenizer) -> dict:
 def choice_logprobs(loaded, questions: list[Question], prefix: str = "", max_length: int = 1024,
                     batch_size: int = 8, progress: bool = False, desc: str = "jcqa") -> list[list[float]]:
     """Summed log-probability (nats) of each choice of each question after ``prefix`` (``native`` format)."""
-    from trainer.evaluate.jcqa_formats import native_choice_set
-    from trainer.evaluate.shared_prefix import score_choice_sets
-
     sets = [native_choice_set(loaded.tokenizer, prefix + context(q), q, max_length) for q in questions]
     return [s.logprobs for s in score_choice_sets(loaded, sets, batch_size, progress, desc=desc)]
 
