@@ -16,7 +16,8 @@ mkdir -p "$OUT"
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_34_x86_64
       --platform manylinux_2_31_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_26_x86_64"
-PKGS=$(grep -v '^#' "$(dirname "$0")/gpu_wheels.txt")
+# WHEELS=pipelines/gpu_eval_wheels.txt: the evaluation wheels instead (bench/eval.py, trainer eval --tasks).
+PKGS=$(grep -v '^#' "${WHEELS:-$(dirname "$0")/gpu_wheels.txt}")
 # shellcheck disable=SC2086
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLAT -d "$OUT" $PKGS
 # Source-only on the registry: build pure-Python wheels here.

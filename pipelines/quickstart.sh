@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set everything up in ./.venv and run the main job on the bundled sample, offline:
 #   bash pipelines/quickstart.sh
-# Steps: create the venv, install torch (CPU) and the project with its test and
-# trainer extras (NeMo 2.7.3; about 5 minutes and 3 GB the first time), then
+# Steps: create the venv, install torch (CPU) and the project with its test,
+# trainer (NeMo 2.7.3) and lm-evaluation-harness extras (about 5 minutes and 3 GB
+# the first time), then
 # sample text -> jpcorpus normalize -> jpcorpus binarize (built-in Qwen2.5
 # tokenizer, no network) -> jpcorpus inspect-idx --verify -> trainer run --dry-run
 # (builds the NeMo LoRA run on those shards and prints its plan; trains nothing).
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,train}
+EXTRAS=${EXTRAS:-dev,train,eval-harness}
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"

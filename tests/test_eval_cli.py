@@ -14,7 +14,8 @@ from childproc import default_sigint
 from click.testing import CliRunner
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "evaluation.md"
-MODULES = ["anomalies", "check_env", "generate", "jcqa", "metrics_log", "perplexity", "report", "scoring"]
+MODULES = ["anomalies", "check_env", "generate", "harness", "jcqa", "jcqa_formats", "metrics_log", "perplexity",
+           "report", "scoring", "shared_prefix", "task_data"]
 
 
 def commands():

@@ -80,3 +80,24 @@ def test_tiny_models_load(tiny_models):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models[0])
     assert model.config.num_hidden_layers == 2
+
+
+@pytest.fixture(scope="session")
+def qwen_vocab_model(tmp_path_factory):
+    """A tiny random Qwen2 with the real Qwen2.5 vocabulary: the built-in ``qwen2.5`` tokenizer saved
+    beside it, so prompts tokenize exactly as for Qwen2.5-0.5B. ``initializer_range`` is raised so
+    that choices get clearly different scores (no near-ties for float rounding to flip)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from jpcorpus.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("qwen2.5")
+    path = tmp_path_factory.mktemp("qwen_vocab") / "model"
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         initializer_range=0.2, eos_token_id=tok.eod_id)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tok.hf.save_pretrained(path)
+    return str(path)

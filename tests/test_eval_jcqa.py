@@ -94,10 +94,14 @@ def test_eval_cli_with_baseline(tiny_models, heldout_jsonl, jcqa_file, tmp_path)
             str(jcqa_file), "--fewshot", "1", "--max-length", "64", "--json", str(out), "--no-progress"]
     result = CliRunner().invoke(eval_command, args)
     assert result.exit_code == 0, result.output
-    assert "| ja bits/char (lower is better) |" in result.output and "| JCQA acc_norm" in result.output
+    assert "| ja held-out text | bits/char (lower is better) |  |" in result.output
+    assert "| JCQA (native format) | acc_norm (higher is better) | 1 |" in result.output
     data = json.loads(out.read_text(encoding="utf-8"))
     model, base = data["models"]["model"], data["models"]["baseline"]
     assert model["jcqa"]["questions"] == 2 and model["jcqa"]["fewshot"] == 1
+    rows = model["jcqa"]["per_question"]  # --json lists each question's scores and predicted choice
+    assert [r["index"] for r in rows] == [0, 1] and all(len(r["scores"]) == 5 for r in rows)
+    assert all(r["pred"] == max(range(5), key=lambda i: r["scores"][i]) for r in rows)
     assert model["text"]["ja"]["tokens"] == base["text"]["ja"]["tokens"]
     assert model["text"]["ja"]["nll"] != base["text"]["ja"]["nll"]  # different weights
     again = CliRunner().invoke(eval_command, args[:1] + args[3:])  # deterministic, no baseline

@@ -32,40 +32,68 @@ def _parse_texts(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--text", "texts", multiple=True, metavar="NAME=PATH",
               help="Held-out text: JSONL (field 'text', .gz/.zst too) or a .bin/.idx shard prefix. Repeatable.")
 @click.option("--jcqa", type=click.Path(exists=True, dir_okay=False), help="JCommonsenseQA JSONL (JGLUE v1.3).")
+@click.option("--jcqa-format", type=click.Choice(["lm-eval", "swallow", "native"]), default="native",
+              show_default=True, help="lm-eval: lm-evaluation-harness's ja_leaderboard_jcommonsenseqa (3-shot); "
+              "swallow: the Swallow leaderboard's llm-jp-eval 4-shot; native: this project's short prompt.")
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False),
               help="Base model directory, evaluated on the same data for a side-by-side table.")
-@click.option("--fewshot", default=0, show_default=True, help="JCQA solved examples before each question.")
+@click.option("--fewshot", type=int, help="JCQA solved examples per question [default: 3 lm-eval, 4 swallow, 0 native].")
 @click.option("--fewshot-file", type=click.Path(exists=True, dir_okay=False),
-              help="Take the few-shot examples from here (default: the first records of --jcqa, then not scored).")
+              help="JCQA examples come from here: the train split for lm-eval/swallow (drawn as they draw them); "
+              "native takes its first records (default: the first records of --jcqa, then not scored).")
+@click.option("--tasks", "tasks", metavar="NAMES",
+              help="lm-evaluation-harness tasks or groups, comma-separated (e.g. japanese_leaderboard,hellaswag); "
+              "needs the eval-harness extra.")
+@click.option("--task-data", type=click.Path(exists=True, file_okay=False),
+              help="Local task datasets, one folder per task (DIR/ja_leaderboard_jcommonsenseqa/train.jsonl ...), "
+              "for machines without the Hugging Face hub.")
+@click.option("--limit", type=int, help="Documents per --tasks task (the harness's --limit; for trial runs).")
+@click.option("--task-fewshot", type=int, help="Shots for every --tasks task instead of each task's own.")
 @click.option("--max-docs", type=int, help="Score only the first N documents of each --text.")
 @click.option("--max-questions", type=int, help="Score only the first N JCQA questions.")
 @click.option("--max-length", default=1024, show_default=True, help="Tokens per scored window.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Sequences (JCQA: questions) per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write all numbers as JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write all numbers as JSON here, with each JCQA question's scores and predicted choice.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def eval_command(model, texts, jcqa, baseline, fewshot, fewshot_file, max_docs, max_questions,
-                 max_length, batch_size, device, dtype, seed, json_path, progress):
-    """Perplexity, bits per character and JCommonsenseQA accuracy of MODEL.
+def eval_command(model, texts, jcqa, jcqa_format, baseline, fewshot, fewshot_file, tasks, task_data, limit,
+                 task_fewshot, max_docs, max_questions, max_length, batch_size, device, dtype, seed, json_path,
+                 progress):
+    """Perplexity, bits per character, JCommonsenseQA and lm-evaluation-harness tasks on MODEL.
 
     MODEL is a Hugging Face checkpoint directory (the exported adapted model or
     the base model). Bits per character are comparable across tokenizers;
     perplexity is per token, so only between models sharing a tokenizer.
+    --jcqa-format lm-eval gives the harness's own ja_leaderboard_jcommonsenseqa
+    predictions, faster; --tasks runs the harness itself.
 
+    \b
     Example:
-
-        trainer eval out/qwen25-ja --baseline models/Qwen2.5-0.5B
-        --text ja=data/valid_ja_000 --text en=data/en_wiki.jsonl
-        --jcqa jcommonsenseqa-v1.3_valid.jsonl --fewshot 3 --json eval.json
+      trainer eval out/qwen25-ja --baseline models/Qwen2.5-0.5B \\
+        --text ja=data/valid_ja_000 --text en=data/en_wiki.jsonl \\
+        --jcqa jcommonsenseqa-v1.3_valid.jsonl --jcqa-format lm-eval \\
+        --fewshot-file jcommonsenseqa-v1.3_train.jsonl \\
+        --tasks japanese_leaderboard,hellaswag --task-data task-data/ --json eval.json
     """
+    from trainer.evaluate.harness import parse_tasks, require
     from trainer.evaluate.report import EvalSettings, format_table, run_eval
 
+    task_list = parse_tasks(tasks) if tasks else []
+    if task_list:
+        try:
+            require()
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    elif task_data or limit is not None or task_fewshot is not None:
+        raise click.UsageError("--task-data, --limit and --task-fewshot apply to --tasks, which is not given")
     settings = EvalSettings(
-        texts=_parse_texts(texts), jcqa=jcqa, fewshot=fewshot, fewshot_path=fewshot_file, max_docs=max_docs,
-        max_questions=max_questions, max_length=max_length, batch_size=batch_size, device=device,
-        dtype=dtype, seed=seed, progress=progress)
+        texts=_parse_texts(texts), jcqa=jcqa, jcqa_format=jcqa_format, fewshot=fewshot, fewshot_path=fewshot_file,
+        tasks=task_list, task_data=task_data, limit=limit, task_fewshot=task_fewshot, max_docs=max_docs,
+        max_questions=max_questions, max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
+        seed=seed, progress=progress, details=bool(json_path))
     result = run_eval(model, settings, baseline)  # a ValueError is printed as one error line, exit 2
     click.echo(format_table(result))
     if json_path:

@@ -5,9 +5,15 @@ The JSON written by ``trainer eval --json`` is :func:`run_eval`'s dictionary::
     {"models": {"model": {"path", "device", "dtype",
                           "text": {NAME: {perplexity, bits_per_char, bits_per_token,
                                           tokens, chars, documents, nll, source, decoded_with}},
-                          "jcqa": {acc, acc_norm, questions, fewshot, chance, source}},
+                          "jcqa": {format, acc, acc_norm, [exact_match], questions, fewshot,
+                                   fewshot_source, chance, source, [per_question]},
+                          "harness": {lm_eval, task_data, limit, fewshot_seed,
+                                      "tasks": {TASK: {metrics, stderr, shots, samples, higher_is_better}}}},
                 "baseline": {...same keys...}},
-     "settings": {max_length, batch_size, max_docs, max_questions, fewshot, seed}}
+     "settings": {max_length, batch_size, max_docs, max_questions, fewshot, jcqa_format, tasks, seed, ...}}
+
+``per_question`` (with ``--json``) holds each question's five log-likelihoods,
+the predicted choice (``pred``; ``pred_norm`` for ``acc_norm``) and its label.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import gc
 from dataclasses import asdict, dataclass, field
 
+from trainer.evaluate.harness import check_tasks, run_tasks
 from trainer.evaluate.jcqa import evaluate_jcqa
 from trainer.evaluate.models import load_model, set_determinism
 from trainer.evaluate.perplexity import evaluate_perplexity
@@ -26,8 +33,21 @@ class EvalSettings:
     """Held-out sets by name, e.g. ``{"ja": "valid_ja", "en": "en.jsonl"}``."""
     jcqa: str | None = None
     """JCommonsenseQA JSONL, or None to skip it."""
-    fewshot: int = 0
+    jcqa_format: str = "native"
+    """``lm-eval``, ``swallow`` or ``native`` (``jcqa_formats``)."""
+    fewshot: int | None = None
+    """JCQA examples per question; None: the format's own (3, 4, 0)."""
     fewshot_path: str | None = None
+    tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks or groups, run through the harness."""
+    task_data: str | None = None
+    """Local copies of the tasks' datasets (``task_data``), for machines without the hub."""
+    limit: int | None = None
+    """Documents per harness task (the harness's ``--limit``)."""
+    task_fewshot: int | None = None
+    """Shots for every harness task instead of each task's own."""
+    details: bool = False
+    """Keep each JCQA question's scores (for ``--json``)."""
     max_docs: int | None = None
     max_questions: int | None = None
     max_length: int = 1024
@@ -49,8 +69,12 @@ def evaluate_model(path: str, s: EvalSettings) -> dict:
             batch_size=s.batch_size, progress=s.progress).as_dict()
     if s.jcqa:
         out["jcqa"] = evaluate_jcqa(
-            loaded, s.jcqa, fewshot=s.fewshot, fewshot_path=s.fewshot_path, max_questions=s.max_questions,
-            max_length=s.max_length, batch_size=s.batch_size, progress=s.progress)
+            loaded, s.jcqa, fmt=s.jcqa_format, fewshot=s.fewshot, fewshot_path=s.fewshot_path,
+            max_questions=s.max_questions, max_length=s.max_length, batch_size=s.batch_size,
+            progress=s.progress, details=s.details)
+    if s.tasks:
+        out["harness"] = run_tasks(loaded, s.tasks, task_data=s.task_data, num_fewshot=s.task_fewshot,
+                                   limit=s.limit, batch_size=s.batch_size, seed=s.seed)
     del loaded
     gc.collect()
     return out
@@ -58,44 +82,55 @@ def evaluate_model(path: str, s: EvalSettings) -> dict:
 
 def run_eval(model: str, s: EvalSettings, baseline: str | None = None) -> dict:
     """Evaluate ``model`` and, when given, ``baseline`` on the same data and settings."""
-    if not s.texts and not s.jcqa:
-        raise ValueError("nothing to evaluate: give --text NAME=PATH and/or --jcqa PATH")
+    if not s.texts and not s.jcqa and not s.tasks:
+        raise ValueError("nothing to evaluate: give --text NAME=PATH, --jcqa PATH and/or --tasks NAMES")
+    if s.tasks:
+        check_tasks(s.tasks, s.task_data)
     models = {"model": evaluate_model(model, s)}
     if baseline:
         models["baseline"] = evaluate_model(baseline, s)
-    settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "texts", "jcqa")}
+    settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "texts", "jcqa", "details")}
     return {"models": models, "settings": settings}
 
 
-def _rows(result: dict) -> list[tuple[str, str, str]]:
-    """``(measure, key path, direction)`` for every number in the table."""
+def _rows(result: dict) -> list[tuple[str, str, str, str, str]]:
+    """``(task, metric, shots, key path, direction)`` for every number in the table."""
     model = result["models"]["model"]
     rows = []
     for name in model["text"]:
-        rows += [(f"{name} bits/char", f"text.{name}.bits_per_char", "lower"),
-                 (f"{name} perplexity", f"text.{name}.perplexity", "lower")]
+        rows += [(f"{name} held-out text", "bits/char", "", f"text.{name}.bits_per_char", "lower"),
+                 (f"{name} held-out text", "perplexity", "", f"text.{name}.perplexity", "lower")]
     if "jcqa" in model:
-        rows += [("JCQA acc", "jcqa.acc", "higher"), ("JCQA acc_norm", "jcqa.acc_norm", "higher")]
+        j = model["jcqa"]
+        task, shots = f"JCQA ({j['format']} format)", str(j["fewshot"])
+        if "exact_match" in j:
+            rows.append((task, "exact_match", shots, "jcqa.exact_match", "higher"))
+        rows += [(task, "acc", shots, "jcqa.acc", "higher"), (task, "acc_norm", shots, "jcqa.acc_norm", "higher")]
+    for task, t in model.get("harness", {}).get("tasks", {}).items():
+        for metric in t["metrics"]:
+            better = t["higher_is_better"].get(metric.split(" ")[0], True)
+            rows.append((task, metric, "" if t["shots"] is None else str(t["shots"]),
+                         ("harness", "tasks", task, "metrics", metric), "higher" if better else "lower"))
     return rows
 
 
-def _get(model: dict, key: str) -> float:
+def _get(model: dict, key) -> float:
     node = model
-    for part in key.split("."):
+    for part in key.split(".") if isinstance(key, str) else key:
         node = node[part]
     return node
 
 
 def format_table(result: dict) -> str:
-    """A Markdown table: model, baseline and their difference for each measure."""
+    """A Markdown table: task, metric, shots, model, baseline and their difference."""
     models = result["models"]
     has_base = "baseline" in models
-    head = "| measure | model |" + (" baseline | change |" if has_base else "")
-    sep = "|---|---:|" + ("---:|---:|" if has_base else "")
+    head = "| task | metric | shots | model |" + (" baseline | change |" if has_base else "")
+    sep = "|---|---|---:|---:|" + ("---:|---:|" if has_base else "")
     lines = [head, sep]
-    for label, key, direction in _rows(result):
+    for task, metric, shots, key, direction in _rows(result):
         value = _get(models["model"], key)
-        line = f"| {label} ({direction} is better) | {value:.4f} |"
+        line = f"| {task} | {metric} ({direction} is better) | {shots} | {value:.4f} |"
         if has_base:
             base = _get(models["baseline"], key)
             line += f" {base:.4f} | {value - base:+.4f} |"
@@ -104,6 +139,10 @@ def format_table(result: dict) -> str:
              "that share a tokenizer (it is per token)."]
     if "jcqa" in models["model"]:
         j = models["model"]["jcqa"]
-        notes.append(f"JCQA: {j['questions']} questions, {j['fewshot']}-shot, chance {j['chance']:.2f}; "
-                     "acc_norm divides each choice's log-likelihood by its length in characters.")
+        notes.append(f"JCQA: {j['questions']} questions, {j['fewshot']}-shot, {j['format']} format, chance "
+                     f"{j['chance']:.2f}; acc_norm divides each choice's log-likelihood by its length in characters.")
+    if "harness" in models["model"]:
+        h = models["model"]["harness"]
+        limit = f", at most {h['limit']} documents per task" if h.get("limit") else ""
+        notes.append(f"Tasks: lm-evaluation-harness {h['lm_eval']}, its prompts and metrics{limit}.")
     return "\n".join(lines + notes)
