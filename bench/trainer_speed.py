@@ -187,6 +187,8 @@ VARIANTS = {
     # low memory (<= 4 GiB): fc1 recompute inside the graphs, small loss chunks
     "lowmem-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024", "model.mlp_recompute=true"]
                         + FAST,
+    "lowmem-cudnn-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024",
+                               "model.mlp_recompute=true", "model.sdpa_backend=cudnn"],  # without the Triton adapters
     "lowmem-mb4-c1024": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=1024", "model.mlp_recompute=true"]
                         + FAST,
     # full-parameter
