@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.run.config import TrainConfig, shard_blend
-from trainer.run.data import check_shards
+from trainer.run.data import SampleLayout, check_shards, sample_layout
 from trainer.run.presets import ModelPreset, get_preset
 
 
@@ -34,6 +34,7 @@ class Run:
     peft: Any = None
     log: Any = None
     resume: Any = None
+    layout: SampleLayout = SampleLayout(False, False)
 
 
 def model_tokenizer(spec: str):
@@ -66,8 +67,14 @@ def check_run_inputs(cfg: TrainConfig, tok) -> tuple[ModelPreset, list, list]:
     return preset, train, valid
 
 
-def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
-    """megatron/NeMo Qwen2Config with the preset's numbers written through."""
+def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: bool = False):
+    """megatron/NeMo Qwen2Config with the preset's numbers written through.
+
+    ``document_masking``: the forward step hands the layers document ids
+    (:mod:`trainer.megatron.document_masking`) and the ``sdpa`` spec's core attention is
+    :class:`~trainer.megatron.flex_attention.FlexCoreAttention`; the ``local`` spec gets
+    megatron's dense per-document mask instead (the reference path).
+    """
     from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config
 
     from trainer.megatron import nemo_patches
@@ -86,6 +93,13 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
         autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
         transformer_layer_spec=sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec,
     )
+    if document_masking:
+        from trainer.megatron.document_masking import document_forward_step
+        from trainer.megatron.flex_attention import flex_layer_spec
+
+        config.forward_step_fn = document_forward_step
+        if cfg.model.attention == "sdpa":
+            config.transformer_layer_spec = flex_layer_spec
     nemo_patches.apply_no_te_settings(config)
     if cfg.model.fusions and torch.cuda.is_available():
         # megatron-core's own torch.compile fusions (megatron/core/fusions): no TE or apex needed.
@@ -129,15 +143,20 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
 
         dist_optim.install()  # its checkpoints resume with torch's AdamW, step count kept
     preset, train, valid = check_run_inputs(cfg, tok)
-    run = Run(cfg, preset, tok, train, valid)
+    run = Run(cfg, preset, tok, train, valid, layout=sample_layout(train + valid, cfg.data.seq_length,
+                                                                   cfg.data.document_masking))
+    # megatron's local attention needs a dense mask (the causal one, or per document);
+    # document ids reach the flex core attention without one
+    dense_mask = cfg.model.attention == "local" or not run.layout.document_masking
     s, o, run_dir = cfg.schedule, cfg.optim, Path(cfg.run_dir)
     nemo_tok = nemo_tokenizer(tok.hf_dir)
     run.data = build_data_module(
         train, valid, nemo_tok, seq_length=cfg.data.seq_length, micro_batch_size=s.micro_batch_size,
         global_batch_size=s.global_batch_size, num_workers=cfg.data.num_workers, seed=cfg.data.seed,
-        index_dir=str(run_dir / "index_cache"), causal_mask=True,  # gpt_forward_step asserts one without TE
+        index_dir=str(run_dir / "index_cache"), layout=run.layout,
+        causal_mask=dense_mask,  # upstream's gpt_forward_step asserts one without TE
     )
-    run.model = JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
+    run.model = JaQwen2Model(nemo_model_config(preset, cfg, run.layout.document_masking), tokenizer=nemo_tok)
     if cfg.model.fused_loss:
         run.model.fused_loss_chunk_tokens = cfg.model.loss_chunk_tokens
     if cfg.peft.method == "lora":
@@ -224,7 +243,8 @@ def plan(run: Run) -> dict:
     cfg, s = run.cfg, run.cfg.schedule
     tokens_per_step = s.global_batch_size * cfg.data.seq_length
     train_tokens = sum(sh.tokens for sh in run.train_shards)
-    samples_per_epoch = max(train_tokens - 1, 0) // cfg.data.seq_length
+    samples_per_epoch = (sum(sh.documents for sh in run.train_shards) if run.layout.packed
+                         else max(train_tokens - 1, 0) // cfg.data.seq_length)
     trainable = (run.preset.lora_parameters(cfg.peft.rank, tuple(cfg.peft.targets)) if cfg.peft.method == "lora"
                  else run.preset.num_parameters())
     return {
@@ -235,6 +255,13 @@ def plan(run: Run) -> dict:
                      f"vocab {run.tokenizer.vocab_size}, eod {run.tokenizer.eod_id}",
         "train shards": ", ".join(f"{sh.prefix} (w={sh.weight:g}, {sh.tokens:,} tokens)" for sh in run.train_shards),
         "valid shards": ", ".join(f"{sh.prefix} ({sh.tokens:,} tokens)" for sh in run.valid_shards),
+        "samples from": (f"packed shards (binarize --pack {cfg.data.seq_length}): one packed document per sample, "
+                         "padded, loss masked on the padding" if run.layout.packed
+                         else f"the shards' token stream, cut every {cfg.data.seq_length} tokens"),
+        "attention": (("per document (block-diagonal causal): "
+                       + ("flex_attention on document ids" if cfg.model.attention == "sdpa"
+                          else "megatron's dense per-document mask") + "; position ids restart at each document")
+                      if run.layout.document_masking else "causal over the whole sample (across documents)"),
         "loss": (f"fused output layer + cross-entropy, {cfg.model.loss_chunk_tokens} tokens per chunk"
                  if cfg.model.fused_loss else "megatron-core's (full logits)"),
         "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
