@@ -48,16 +48,22 @@ def tokenize(corpus: Path, out: Path, workers: int) -> IndexedDataset:
     return IndexedDataset(out)
 
 
-def pack(ds: IndexedDataset, seq_length: int, buffer: int) -> dict:
-    """The real packer over the shard's documents; its samples' sequence lengths are kept."""
-    tracemalloc.start()
-    started = time.perf_counter()
+def _run_packer(ds: IndexedDataset, seq_length: int, buffer: int) -> tuple[Packer, list[list[int]]]:
     packer = Packer(seq_length, buffer)
     samples: list[list[int]] = []
     for i in range(len(ds)):
         samples += [[len(x) for x in s] for s in packer.add(ds[i])]
     samples += [[len(x) for x in s] for s in packer.flush()]
+    return packer, samples
+
+
+def pack(ds: IndexedDataset, seq_length: int, buffer: int) -> dict:
+    """The real packer over the shard's documents, timed; then again under tracemalloc for memory."""
+    started = time.perf_counter()
+    packer, samples = _run_packer(ds, seq_length, buffer)
     seconds = time.perf_counter() - started
+    tracemalloc.start()
+    _run_packer(ds, seq_length, buffer)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     s = packer.stats

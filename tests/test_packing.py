@@ -243,3 +243,24 @@ def test_real_text_round_trip(tmp_path, aozora_path):
                 for a in range(0, len(doc), 1025)]
     assert sorted(tuple(packed[i].tolist()) for i in range(len(packed))) == sorted(expected)
     assert max(len(packed.document(i)) for i in range(packed.documents)) <= 1025
+
+
+def test_repack_equals_binarize_pack(tmp_path, sample_path):
+    """Packing an existing shard gives the bytes binarize --pack gives, and a sidecar that says so."""
+    from jpcorpus.repack import repack_shard
+
+    assert run(sample_path, "-o", tmp_path / "plain", "--valid-fraction", "0.2").exit_code == 0
+    assert run(sample_path, "-o", tmp_path / "direct", "--valid-fraction", "0.2", "--pack", 48,
+               "--pack-buffer", 5).exit_code == 0
+    for split in ("train", "valid"):
+        stats = repack_shard(tmp_path / f"plain_{split}", tmp_path / f"re_{split}", 48, 5)
+        for suffix in (".bin", ".idx"):
+            assert (tmp_path / f"re_{split}{suffix}").read_bytes() == (tmp_path / f"direct_{split}{suffix}").read_bytes()
+        side, direct = read_sidecar(tmp_path / f"re_{split}"), read_sidecar(tmp_path / f"direct_{split}")
+        for key in ("documents", "sequences", "tokens", "bin_sha256", "idx_sha256", "packing", "tokenizer", "split"):
+            assert side[key] == direct[key], key
+        assert side["packed_from"] == str(tmp_path / f"plain_{split}") and stats.samples == side["documents"]
+        report = CliRunner().invoke(main, ["inspect-idx", str(tmp_path / f"re_{split}"), "--verify"])
+        assert report.exit_code == 0, report.output
+    with pytest.raises(ValueError, match="already packed"):
+        repack_shard(tmp_path / "re_train", tmp_path / "again", 48)

@@ -223,7 +223,15 @@ def test_compiled_flex_kernel_uses_the_block_mask():
     flags[:, 0] = True
     doc = torch.cumsum(flags, 1, dtype=torch.int32) - 1
     q, k, v = (torch.randn(b, h, s, d, generator=g) for _ in range(3))
-    out = torch.compile(flex_attention, dynamic=False)(q, k, v, block_mask=fa.document_block_mask(doc))
-    dense = (doc[:, :, None] == doc[:, None, :]) & torch.tril(torch.ones(s, s, dtype=torch.bool))
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense[:, None])
+    compiled = torch.compile(flex_attention, dynamic=False)
+    out = compiled(q, k, v, block_mask=fa.document_block_mask(doc))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=fa.dense_document_mask(doc))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # a new batch's mask (a new mask_mod closure) must not recompile: the layers build one per call
+    from torch._dynamo import config as dynamo_config
+
+    other = torch.cumsum(torch.rand(b, s, generator=g) < 0.05, 1, dtype=torch.int32)
+    with dynamo_config.patch(error_on_recompile=True):
+        out = compiled(q, k, v, block_mask=fa.document_block_mask(other))
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=fa.dense_document_mask(other)), rtol=1e-5, atol=1e-5)

@@ -83,6 +83,13 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: b
     bf16 = cfg.optim.precision == "bf16-mixed"
     import torch
 
+    spec, masking = (sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec), {}
+    if document_masking:  # constructor arguments, so that checkpoint contexts record them
+        from trainer.megatron.document_masking import document_forward_step
+        from trainer.megatron.flex_attention import flex_layer_spec
+
+        masking = {"forward_step_fn": document_forward_step}
+        spec = flex_layer_spec if cfg.model.attention == "sdpa" else spec
     config = Qwen2Config(
         num_layers=preset.num_layers, hidden_size=preset.hidden_size,
         num_attention_heads=preset.num_attention_heads, num_query_groups=preset.num_query_groups,
@@ -91,15 +98,8 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: b
         layernorm_epsilon=preset.rms_norm_eps, seq_length=cfg.data.seq_length,
         bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
-        transformer_layer_spec=sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec,
+        transformer_layer_spec=spec, **masking,
     )
-    if document_masking:
-        from trainer.megatron.document_masking import document_forward_step
-        from trainer.megatron.flex_attention import flex_layer_spec
-
-        config.forward_step_fn = document_forward_step
-        if cfg.model.attention == "sdpa":
-            config.transformer_layer_spec = flex_layer_spec
     nemo_patches.apply_no_te_settings(config)
     if cfg.model.fusions and torch.cuda.is_available():
         # megatron-core's own torch.compile fusions (megatron/core/fusions): no TE or apex needed.
