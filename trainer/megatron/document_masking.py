@@ -16,7 +16,7 @@ reference path) passes it through unchanged.
 >>> document_ids(torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1]])).tolist()
 [[0, 0, 0, 1, 1, 2, 3, 3]]
 
-Guard: ``tests/test_trainer_document_masking.py`` fails if upstream's
+Guard: ``tests/test_trainer_flex_attention.py`` fails if upstream's
 ``gpt_forward_step`` or ``GPTModel.forward`` stop taking these arguments.
 """
 

@@ -35,7 +35,9 @@ backward on the CPU at all, so when gradients are needed there the same mask goe
 to ``scaled_dot_product_attention`` as a dense ``[s, s]`` mask instead. The tests
 compare the block structure with ``create_block_mask``'s and run the compiled
 kernel's forward on the CPU; ``bench/packing_gpu.py`` checks forward and backward
-against dense SDPA on the GPU. Attention dropout is not supported (Qwen2 uses none). Guard: ``tests/test_trainer_flex_attention.py`` fails if the signatures of
+against dense SDPA on the GPU. Attention dropout is not supported (Qwen2 uses none).
+
+Guard: ``tests/test_trainer_flex_attention.py`` fails if the signatures of
 ``flex_attention``, ``BlockMask.from_kv_blocks`` or ``DotProductAttention.forward``
 change.
 """
