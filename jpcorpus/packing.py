@@ -257,7 +257,7 @@ def packed_shard_stats(ds, sample_tokens: int, chunk: int = 1 << 20) -> PackedSh
 def packing_summary(ds, sidecar: dict | None) -> dict | None:
     """What ``inspect-idx`` shows about a packed shard (None when it is not packed)."""
     packing = (sidecar or {}).get("packing")
-    if not packing or "sample_tokens" not in packing:
+    if not isinstance(packing, dict) or not isinstance(packing.get("sample_tokens"), int):
         return None
     stats = packed_shard_stats(ds, int(packing["sample_tokens"]))
     fill = stats.tokens / (stats.samples * int(packing["sample_tokens"])) if stats.samples else 0.0

@@ -184,15 +184,17 @@ def test_cli_pack_sidecar_inspect_and_workers(tmp_path, sample_path):
     assert "packed for seq_length 48" in text and "fill rate" in text
 
 
-def test_verify_finds_a_sample_longer_than_its_length(tmp_path, sample_path):
+@pytest.mark.parametrize("packing, message", [({"sample_tokens": 100}, "packed samples exceed 100 tokens"),
+                                              ("junk", "'packing' has no valid sample_tokens")])
+def test_verify_finds_a_sample_longer_than_its_length(tmp_path, sample_path, packing, message):
     assert run(sample_path, "-o", tmp_path / "s", "--pack", 512).exit_code == 0
     path = sidecar_path(tmp_path / "s")
     side = json.loads(path.read_text(encoding="utf-8"))
-    side["packing"]["sample_tokens"] = 100  # as if packed for a shorter length than it was
+    side["packing"] = side["packing"] | packing if isinstance(packing, dict) else packing  # as if packed shorter
     path.write_text(json.dumps(side), encoding="utf-8")
     result = CliRunner().invoke(main, ["inspect-idx", str(tmp_path / "s"), "--verify"])
-    assert result.exit_code == 1
-    assert "packed samples exceed 100 tokens" in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output
 
 
 @pytest.mark.parametrize("reason", ["malformed_json", "invalid_encoding", "empty_text"])
