@@ -166,7 +166,7 @@ def _format_report(r: dict) -> str:
 def _format_packing(p: dict) -> str:
     length, per = p.get("sample_length") or {}, p.get("sequences_per_sample") or {}
     split = p.get("split") or {}
-    return (f"  packed for seq_length {p['seq_length']:,} ({p['algorithm']}, buffer {p['buffer_documents']:,} documents): "
+    return (f"  packed for seq_length {p['seq_length']} ({p['algorithm']}, buffer {p['buffer_documents']:,} documents): "
             f"{p['samples']:,} samples, fill rate {100 * p['fill_rate']:.2f}%, {p['over_length_samples']:,} over length\n"
             f"  sample tokens min {length.get('min', 0):,} / mean {length.get('mean', 0):,} / max {length.get('max', 0):,}; "
             f"sequences per sample min {per.get('min', 0)} / mean {per.get('mean', 0)} / max {per.get('max', 0)}; "

@@ -197,7 +197,7 @@ def test_verify_finds_a_sample_longer_than_its_length(tmp_path, sample_path, pac
     assert message in result.output
 
 
-@pytest.mark.parametrize("reason", ["malformed_json", "invalid_encoding", "empty_text"])
+@pytest.mark.parametrize("reason", ["malformed_json", "invalid_encoding", "empty_text"])  # the reader's paths
 def test_bad_record_stops_packing_too(tmp_path, reason):
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"text": "good"}\n' + BAD_LINES[reason] + b"\n")
