@@ -108,7 +108,8 @@ class BinarizeResult:
             f"{tokens / secs:,.0f} tokens/s, {self.workers} worker(s)."
         ]
         for s in self.shards:
-            lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} documents, {s.tokens:,} tokens")
+            lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} "
+                         f"{'packed samples' if self.packing else 'documents'}, {s.tokens:,} tokens")
         lines += self.packing
         if self.stats.skipped:
             skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.stats.skipped.items()))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jpcorpus.cli import main
-from jpcorpus.indexed_dataset import IndexedDataset, IndexedDatasetWriter
+from jpcorpus.indexed_dataset import IndexedDataset
 from jpcorpus.packing import Packer, PackingWriter, best_fit_decreasing, packed_shard_stats
 from jpcorpus.sidecar import read_sidecar, sidecar_path
 from jpcorpus.split_writer import SplitWriter

@@ -239,6 +239,7 @@ def test_dry_run_on_packed_shards_plans_document_masking(tmp_path):
     result = CliRunner().invoke(main, args + ["data.seq_length=64"])
     assert result.exit_code == 0, result.output
     assert "one packed document per sample" in result.output and "flex_attention on document ids" in result.output
+    assert "; fill " in result.output
     assert "train samples (built)" in result.output
     result = CliRunner().invoke(main, args + ["data.seq_length=128"])
     assert result.exit_code == 2 and "was packed for seq_length 64" in result.output

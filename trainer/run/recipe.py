@@ -256,7 +256,7 @@ def plan(run: Run) -> dict:
         "train shards": ", ".join(f"{sh.prefix} (w={sh.weight:g}, {sh.tokens:,} tokens)" for sh in run.train_shards),
         "valid shards": ", ".join(f"{sh.prefix} ({sh.tokens:,} tokens)" for sh in run.valid_shards),
         "samples from": (f"packed shards (binarize --pack {cfg.data.seq_length}): one packed document per sample, "
-                         "padded, loss masked on the padding" if run.layout.packed
+                         f"padded, loss masked on the padding; fill {_fill(run.train_shards)}" if run.layout.packed
                          else f"the shards' token stream, cut every {cfg.data.seq_length} tokens"),
         "attention": (("per document (block-diagonal causal): "
                        + ("flex_attention on document ids" if cfg.model.attention == "sdpa"
@@ -266,7 +266,9 @@ def plan(run: Run) -> dict:
                  if cfg.model.fused_loss else "megatron-core's (full logits)"),
         "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
                   else "all activations kept",
-        "launch": "per-layer CUDA graphs" if cfg.model.cuda_graphs else "eager",
+        "launch": ("eager" if not cfg.model.cuda_graphs else "per-layer CUDA graphs" + (
+            " (document ids are a graph input; if a capture fails, set model.cuda_graphs=false)"
+            if run.layout.document_masking and cfg.model.attention == "sdpa" else "")),
         "kernels": (f"attention {cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
                     f", MLP {'fc1 recomputed' if cfg.model.mlp_recompute else 'kept'}"
                     f", LoRA {'fused' if cfg.peft.fused_adapters else 'lean' if cfg.peft.lean_adapters else 'NeMo'}"),
@@ -290,6 +292,12 @@ def plan(run: Run) -> dict:
         "metrics": f"{cfg.run_dir}/{cfg.logging.metrics_file}"
                    + (f", TensorBoard {cfg.run_dir}/tb" if cfg.logging.tensorboard else ""),
     }
+
+
+def _fill(shards: list) -> str:
+    """Token-weighted fill rate of packed shards, from their sidecars."""
+    room = sum(sh.documents * sh.packing.get("sample_tokens", 0) for sh in shards)
+    return f"{sum(sh.tokens for sh in shards) / room:.2%}" if room else "unknown"
 
 
 def dataset_sizes(run: Run) -> dict:
