@@ -237,7 +237,7 @@ def main() -> None:
     ap.add_argument("--variants", default="causal,packed", help=f"of {sorted(VARIANTS)}")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--pack-buffer", type=int, default=10_000)
-    ap.add_argument("--variant-timeout", type=int, default=280)
+    ap.add_argument("--variant-timeout", type=int, default=400)
     ap.add_argument("overrides", nargs="*", help="extra trainer config overrides (key=value), every variant")
     args = ap.parse_args()
     out = Path(args.out)
