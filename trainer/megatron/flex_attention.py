@@ -91,7 +91,7 @@ def document_block_mask(doc: torch.Tensor, block: int = BLOCK) -> BlockMask:
 
     >>> m = document_block_mask(torch.tensor([[0] * 200 + [1] * 184]))
     >>> m.to_dense()[0, 0].tolist(), m.full_kv_num_blocks[0, 0].tolist()
-    [[1, 0, 0], [1, 1, 0], [0, 1, 1]], [0, 0, 0]
+    ([[1, 0, 0], [1, 1, 0], [0, 1, 1]], [0, 0, 0])
     """
     b, s = doc.shape
     n = -(-s // block)
