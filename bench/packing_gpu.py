@@ -137,7 +137,7 @@ def kernels(args, summary: dict) -> None:
             out = F.scaled_dot_product_attention(q, k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1),
                                                  attn_mask=fa.dense_document_mask(ids), scale=scale)
         else:
-            out = fa.attend(q, k, v, ids, scale, hq // hkv)
+            out = fa.document_attention(q, k, v, ids, scale, hq // hkv)
         out.backward(grad.to(out.dtype))
         return out, q.grad, k.grad, v.grad
 

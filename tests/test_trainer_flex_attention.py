@@ -235,3 +235,17 @@ def test_compiled_flex_kernel_uses_the_block_mask():
         out = compiled(q, k, v, block_mask=fa.document_block_mask(other))
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=fa.dense_document_mask(other)), rtol=1e-5, atol=1e-5)
+
+
+def test_flex_spec_keeps_the_other_plug_ins(tiny_transformer_config):
+    """Compiled layers and the MLP recompute (trainer.megatron.fast_spec) still apply with document masking."""
+    from trainer.megatron.compiled_layer import CompiledTransformerLayer
+    from trainer.megatron.mlp_recompute import RecomputeFc1MLP
+
+    config = tiny_transformer_config()
+    config.jp_compile_layers, config.jp_mlp_recompute, config.jp_sdpa_backend = True, True, "cudnn"
+    spec = fa.flex_layer_spec(config)
+    assert spec.module is CompiledTransformerLayer and spec.submodules.mlp.module is RecomputeFc1MLP
+    assert spec.submodules.self_attention.submodules.core_attention is fa.FlexCoreAttention
+    plain = fa.flex_layer_spec(tiny_transformer_config())
+    assert plain.submodules.self_attention.submodules.core_attention is fa.FlexCoreAttention

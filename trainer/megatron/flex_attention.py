@@ -49,7 +49,7 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from trainer.megatron.layers import SDPACoreAttention, sdpa_layer_spec
+from trainer.megatron.layers import SDPACoreAttention
 
 BLOCK = 128  # flex_attention's default sparse block size (queries and keys)
 # flex_attention / BlockMask.from_kv_blocks parameters this module passes (torch 2.11 and 2.13).
@@ -120,7 +120,7 @@ def dense_document_mask(doc: torch.Tensor) -> torch.Tensor:
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
-def attend(q, k, v, doc: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
+def document_attention(q, k, v, doc: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
     """Block-diagonal causal attention of ``[b, heads, s, hn]`` tensors (see the module doc)."""
     global _compiled_flex
     if q.is_cuda:
@@ -160,13 +160,17 @@ class FlexCoreAttention(SDPACoreAttention):
         query, key = self.take_pending_rope(query, key)
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
-        out = attend(q, k, v, attention_mask, self.softmax_scale, groups)
+        out = document_attention(q, k, v, attention_mask, self.softmax_scale, groups)
         sq, b = out.shape[2], out.shape[0]
         return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
 
 def flex_layer_spec(config):
-    """:func:`trainer.megatron.layers.sdpa_layer_spec` with :class:`FlexCoreAttention`."""
-    spec = sdpa_layer_spec(config)
+    """The ``sdpa`` layer spec, with the plug-ins the run asks for (compiled layers, MLP
+    recompute: :func:`trainer.megatron.fast_spec.fast_layer_spec`), and :class:`FlexCoreAttention`
+    as its core attention (``model.sdpa_backend`` then only matters where no document ids come)."""
+    from trainer.megatron.fast_spec import fast_layer_spec
+
+    spec = fast_layer_spec(config)
     spec.submodules.self_attention.submodules.core_attention = FlexCoreAttention
     return spec

@@ -241,6 +241,7 @@ def plan(run: Run) -> dict:
     from trainer.run.parallel import plan_items
 
     cfg, s = run.cfg, run.cfg.schedule
+    flex = run.layout.document_masking and cfg.model.attention == "sdpa"
     tokens_per_step = s.global_batch_size * cfg.data.seq_length
     train_tokens = sum(sh.tokens for sh in run.train_shards)
     samples_per_epoch = (sum(sh.documents for sh in run.train_shards) if run.layout.packed
@@ -268,8 +269,8 @@ def plan(run: Run) -> dict:
                   else "all activations kept",
         "launch": ("eager" if not cfg.model.cuda_graphs else "per-layer CUDA graphs" + (
             " (document ids are a graph input; if a capture fails, set model.cuda_graphs=false)"
-            if run.layout.document_masking and cfg.model.attention == "sdpa" else "")),
-        "kernels": (f"attention {cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
+            if flex else "")),
+        "kernels": (f"attention {'flex (document ids)' if flex else cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
                     f", MLP {'fc1 recomputed' if cfg.model.mlp_recompute else 'kept'}"
                     f", LoRA {'fused' if cfg.peft.fused_adapters else 'lean' if cfg.peft.lean_adapters else 'NeMo'}"),
         "tokens per step": tokens_per_step,
