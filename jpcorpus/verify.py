@@ -221,7 +221,7 @@ def check_packed_samples(shard: OpenShard) -> list[Problem]:
         return []
     return [Problem(str(idx_path(shard.prefix)), f"{stats.over_length:,} packed samples exceed {sample_tokens:,} "
                     f"tokens (seq_length {packing.get('seq_length')} + 1), the first is sample {stats.first_over}",
-                    "re-run jpcorpus binarize --pack with the seq_length you train with")]
+                    "re-run jpcorpus binarize --pack with the seq_length you train with", "packed-shard")]
 
 
 STRUCTURE_CHECKS: list[Callable[[OpenShard], list[Problem]]] = [

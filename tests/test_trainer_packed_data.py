@@ -242,4 +242,4 @@ def test_dry_run_on_packed_shards_plans_document_masking(tmp_path):
     assert "; fill " in result.output
     assert "train samples (built)" in result.output
     result = CliRunner().invoke(main, args + ["data.seq_length=128"])
-    assert result.exit_code == 2 and "was packed for seq_length 64" in result.output
+    assert result.exit_code == 1 and "was packed for seq_length 64" in result.output  # a refusal

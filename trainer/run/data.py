@@ -85,12 +85,13 @@ def sample_layout(shards: list[ShardInfo], seq_length: int, document_masking: bo
     if packed and len(packed) != len(shards):
         plain = next(s for s in shards if not s.packing)
         raise ShardMismatch(f"shard {packed[0].prefix} is packed (binarize --pack) but {plain.prefix} is not: "
-                            "use packed shards for data.train and data.valid alike, or none")
+                            "use packed shards for data.train and data.valid alike, or none "
+                            "(see docs/troubleshooting.md#packed-shard)")
     for s in packed:
         if s.packing["seq_length"] != seq_length:
             raise ShardMismatch(f"shard {s.prefix} was packed for seq_length {s.packing['seq_length']}, but "
                                 f"data.seq_length is {seq_length}: set data.seq_length={s.packing['seq_length']} "
-                                f"or re-binarize with --pack {seq_length}")
+                                f"or re-binarize with --pack {seq_length} (see docs/troubleshooting.md#packed-shard)")
     return SampleLayout(bool(packed), bool(packed) if document_masking is None else document_masking)
 
 
