@@ -54,6 +54,8 @@ class BinarizeOptions:
     valid_fraction: float = 0.0
     workers: int = 1
     max_shard_bytes: int | None = None  # split a split's .bin into shards of at most this size
+    pack: int | None = None  # pack whole documents into samples of at most pack + 1 tokens (jpcorpus/packing.py)
+    pack_buffer: int = 10_000  # documents held for best-fit packing: fill rate vs memory
     skip_bad: bool = False
     skip_log: str | None = None  # default: PREFIX.skipped.jsonl, written only if something is skipped
     eod_token: str | None = None
@@ -69,6 +71,10 @@ class BinarizeOptions:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
         if self.max_shard_bytes is not None and self.max_shard_bytes < 10**6:
             raise ValueError(f"--max-shard-size must be at least 1MB, got {self.max_shard_bytes} bytes")
+        if self.pack is not None and self.pack < 1:
+            raise ValueError(f"--pack must be a positive sequence length, got {self.pack}")
+        if self.pack_buffer < 1:
+            raise ValueError(f"--pack-buffer must be at least 1 document, got {self.pack_buffer}")
 
 
 @dataclass
@@ -88,6 +94,7 @@ class BinarizeResult:
     seconds: float
     workers: int
     skip_log: str | None
+    packing: list[str] = field(default_factory=list)  # one summary line per packed split
 
     def summary(self) -> str:
         """One paragraph for the end of the run."""
@@ -101,7 +108,9 @@ class BinarizeResult:
             f"{tokens / secs:,.0f} tokens/s, {self.workers} worker(s)."
         ]
         for s in self.shards:
-            lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} documents, {s.tokens:,} tokens")
+            lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} "
+                         f"{'packed samples' if self.packing else 'documents'}, {s.tokens:,} tokens")
+        lines += self.packing
         if self.stats.skipped:
             skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.stats.skipped.items()))
             lines.append(f"  Skipped {sum(self.stats.skipped.values()):,} bad records ({skipped}); see {self.skip_log}")
@@ -215,6 +224,10 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
         SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
         for name in split_names
     ]
+    if opts.pack is not None:  # same interface: add(tokens, lengths), close(), abort()
+        from jpcorpus.packing import PackingWriter
+
+        writers = [PackingWriter(w, opts.pack, opts.pack_buffer) for w in writers]
     stats = ReadStats()
     skip_log = _SkipLog(opts.skip_log or f"{opts.output}.skipped.jsonl")
     docs = iter_documents(
@@ -252,7 +265,8 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
     inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
     shards = _write_sidecars(writers, split_names, opts, described, dtype, inputs, stats)
     return BinarizeResult(shards, stats, described, time.perf_counter() - started, opts.workers,
-                          skip_log.path if skip_log.count else None)
+                          skip_log.path if skip_log.count else None,
+                          [w.summary(n) for w, n in zip(writers, split_names) if opts.pack is not None])
 
 
 def _write_sidecars(writers, split_names, opts, described, dtype, inputs, stats) -> list[ShardInfo]:
@@ -283,6 +297,7 @@ def _write_sidecars(writers, split_names, opts, described, dtype, inputs, stats)
                 "jpcorpus_version": __version__,
                 "command": opts.command,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **(writer.sidecar_fields(prefix) if opts.pack is not None else {}),
             })
             shards.append(ShardInfo(prefix, name, documents, tokens, sha))
     return shards

@@ -52,6 +52,11 @@ def main() -> None:
               help="Fraction of documents for a separate validation prefix, chosen by a hash of the id (or text).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Tokenizer processes; output is identical for any number.")
 @click.option("--max-shard-size", default=None, help="Split each output into shards of at most this .bin size (e.g. 2GB).")
+@click.option("--pack", type=int, default=None, metavar="SEQ_LENGTH",
+              help="Pack whole documents into samples of at most SEQ_LENGTH+1 tokens (best-fit decreasing; "
+                   "longer documents are cut into sample-sized pieces, counted). See docs/packing.md.")
+@click.option("--pack-buffer", type=int, default=10_000, show_default=True,
+              help="Documents held for --pack: a larger buffer fills samples better and holds more tokens in memory.")
 @click.option("--skip-bad", is_flag=True, help="Skip bad records (counted, logged to --skip-log) instead of stopping at the first.")
 @click.option("--skip-log", default=None, help="Where skipped records are listed [default: PREFIX.skipped.jsonl].")
 @click.option("--eod-token", default=None, help="End-of-document token [default: <|endoftext|>, else the tokenizer's eos].")
@@ -59,7 +64,7 @@ def main() -> None:
               help="Write 0-document shards when no document is left (else an error, exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fraction, workers,
-             max_shard_size, skip_bad, skip_log, eod_token, allow_empty, quiet) -> None:
+             max_shard_size, pack, pack_buffer, skip_bad, skip_log, eod_token, allow_empty, quiet) -> None:
     """Tokenize JSONL/text INPUTS into Megatron .bin/.idx shards with a provenance sidecar.
 
     INPUTS are .jsonl/.jsonl.gz/.jsonl.zst (one JSON object per line) or plain
@@ -69,13 +74,15 @@ def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fracti
     \b
     Example:
       jpcorpus binarize 'corpus/*.jsonl.gz' -o shards/ja --valid-fraction 0.005 --workers 2
+      jpcorpus binarize 'corpus/*.jsonl.gz' -o shards/ja_packed --pack 2048 --valid-fraction 0.005
     """
     from jpcorpus.binarize import BinarizeOptions, binarize as run
 
     opts = BinarizeOptions(
         inputs=list(inputs), output=output, tokenizer=tokenizer, text_key=text_key, id_key=id_key,
         encoding=encoding, valid_fraction=valid_fraction, workers=workers,
-        max_shard_bytes=_parse_size(max_shard_size), skip_bad=skip_bad, skip_log=skip_log,
+        max_shard_bytes=_parse_size(max_shard_size), pack=pack, pack_buffer=pack_buffer,
+        skip_bad=skip_bad, skip_log=skip_log,
         eod_token=eod_token, allow_empty=allow_empty, progress=not quiet, command=["jpcorpus", *sys.argv[1:]],
     )
     click.echo(run(opts).summary())
@@ -137,6 +144,8 @@ def _format_report(r: dict) -> str:
         for row in r["histogram"]:
             bar = "#" * max(1, round(40 * row["count"] / top))
             lines.append(f"  {row['from']:>9,}-{row['to']:<9,} {row['count']:>9,} {bar}")
+    if "packing" in r:
+        lines.append(_format_packing(r["packing"]))
     side = r.get("sidecar")
     if side:
         tok = side.get("tokenizer") or {}
@@ -152,6 +161,16 @@ def _format_report(r: dict) -> str:
     for i, text in enumerate(r.get("decoded", [])):
         lines.append(f"  --- document {i} ---\n{text}")
     return "\n".join(lines)
+
+
+def _format_packing(p: dict) -> str:
+    length, per = p.get("sample_length") or {}, p.get("sequences_per_sample") or {}
+    split = p.get("split") or {}
+    return (f"  packed for seq_length {p['seq_length']} ({p['algorithm']}, buffer {p['buffer_documents']:,} documents): "
+            f"{p['samples']:,} samples, fill rate {100 * p['fill_rate']:.2f}%, {p['over_length_samples']:,} over length\n"
+            f"  sample tokens min {length.get('min', 0):,} / mean {length.get('mean', 0):,} / max {length.get('max', 0):,}; "
+            f"sequences per sample min {per.get('min', 0)} / mean {per.get('mean', 0)} / max {per.get('max', 0)}; "
+            f"split: {split.get('cut_documents', 0):,} documents cut into {split.get('pieces', 0):,} pieces")
 
 
 from jpcorpus.normalize.cli import normalize, report  # noqa: E402  (its heavy imports are lazy)

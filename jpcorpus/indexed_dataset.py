@@ -22,15 +22,19 @@ Byte layout (all integers little-endian; also in ``docs/megatron-format.md``)::
     PREFIX.bin
       the tokens of all sequences, back to back, in the dtype above
 
-``jpcorpus`` writes one sequence per document (the end-of-document token is
-the last token of each), so S = D - 1 and the document indices are 0..S.
+``jpcorpus binarize`` writes one sequence per document (the end-of-document
+token is the last token of each), so S = D - 1 and the document indices are
+0..S. ``binarize --pack`` (``jpcorpus/packing.py``) groups sequences instead:
+each original document (or piece of one) is a sequence and each packed sample
+a document, whose indices say where each sample's sequences start.
 
 A worked example: two documents ``[5, 6, 7]`` and ``[8, 9]`` in uint16 give
 lengths ``[3, 2]``, pointers ``[0, 6]`` (bytes), document indices ``[0, 1, 2]``
 and a 10-byte ``.bin``.
 
 Memory: the writer streams the per-sequence lengths to a temporary file (4
-bytes a document), so memory stays flat however many documents are written.
+bytes a sequence; grouped documents add 8 bytes each to another), so memory
+stays flat however many documents are written.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def idx_path(prefix: str | os.PathLike) -> Path:
 
 
 class IndexedDatasetWriter:
-    """Write one ``.bin/.idx`` pair, one sequence per document, atomically.
+    """Write one ``.bin/.idx`` pair atomically, one sequence per document unless grouped.
 
     Everything goes to temporary ``NAME.partial-PID`` files (:mod:`jpcorpus.partial`);
     :meth:`finalize` renames them into place (``.bin`` first, ``.idx`` last), so an
@@ -113,11 +117,14 @@ class IndexedDatasetWriter:
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
         self._bin_tmp = partial_path(bin_path(prefix))
         self._len_tmp = partial_path(f"{prefix}.lengths")
+        self._docs_tmp = partial_path(f"{prefix}.docs")  # created by the first grouped write only
         self._idx_tmp = partial_path(idx_path(prefix))
         self._bin = open(self._bin_tmp, "wb")
         self._lengths = open(self._len_tmp, "wb")
+        self._docs = None  # document start indices, opened by the first grouped write
         self._bin_hash = hashlib.sha256()
         self.documents = 0
+        self.sequences = 0
         self.tokens = 0
         self._done = False
 
@@ -129,39 +136,62 @@ class IndexedDatasetWriter:
         """Append one document (its end-of-document token already included)."""
         self.add_documents(np.asarray(tokens), np.array([len(tokens)], dtype=np.int32))
 
-    def add_documents(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        """Append many documents at once: ``tokens`` concatenated, ``lengths`` each."""
+    def add_documents(self, tokens: np.ndarray, lengths: np.ndarray, doc_sequences: np.ndarray | None = None) -> None:
+        """Append many sequences at once: ``tokens`` concatenated, ``lengths`` each.
+
+        Each sequence is a document of its own unless ``doc_sequences`` groups
+        them: document k is then the next ``doc_sequences[k]`` sequences (a packed
+        sample and the documents in it).
+        """
+        if doc_sequences is not None or self._docs is not None:
+            self._add_document_starts(len(lengths), doc_sequences)
+        else:
+            self.documents += len(lengths)
         data = np.ascontiguousarray(tokens, dtype=self.dtype).tobytes()
         self._bin.write(data)
         self._bin_hash.update(data)
         self._lengths.write(np.ascontiguousarray(lengths, dtype=np.int32).tobytes())
-        self.documents += len(lengths)
+        self.sequences += len(lengths)
         self.tokens += int(tokens.size)
+
+    def _add_document_starts(self, count: int, doc_sequences: np.ndarray | None) -> None:
+        groups = np.ones(count, np.int64) if doc_sequences is None else np.asarray(doc_sequences, np.int64)
+        if int(groups.sum()) != count or (groups < 1).any():
+            raise ValueError(f"doc_sequences {groups.tolist()[:8]}... must be positive and sum to {count} sequences")
+        if self._docs is None:  # documents so far were one sequence each
+            self._docs = open(self._docs_tmp, "wb")
+            self._docs.write(np.arange(self.sequences, dtype=np.int64).tobytes())
+        starts = self.sequences + np.cumsum(groups) - groups
+        self._docs.write(starts.astype(np.int64).tobytes())
+        self.documents += len(groups)
 
     def finalize(self) -> str:
         """Write the index, move both files into place; returns the .bin's sha256."""
         self._bin.close()
         self._lengths.close()
+        if self._docs is not None:
+            self._docs.close()
         self._write_index()
         for stale in (idx_path(self.prefix), bin_path(self.prefix)):
             stale.unlink(missing_ok=True)
         os.replace(self._bin_tmp, bin_path(self.prefix))
         os.replace(self._idx_tmp, idx_path(self.prefix))
         remove(self._len_tmp)
+        remove(self._docs_tmp)
         release(self._bin_tmp)
         release(self._idx_tmp)
         self._done = True
         return self._bin_hash.hexdigest()
 
     def _write_index(self) -> None:
-        count = self.documents
+        count = self.sequences
         itemsize = self.dtype.itemsize
         with open(self._idx_tmp, "wb") as out, open(self._len_tmp, "rb") as lengths:
             out.write(MAGIC)
             out.write(struct.pack("<Q", VERSION))
             out.write(struct.pack("<B", CODE_OF_DTYPE[self.dtype]))
             out.write(struct.pack("<Q", count))  # sequences
-            out.write(struct.pack("<Q", count + 1))  # document indices
+            out.write(struct.pack("<Q", self.documents + 1))  # document indices
             while chunk := lengths.read(_CHUNK * 4):  # lengths, copied as they are
                 out.write(chunk)
             lengths.seek(0)
@@ -171,14 +201,21 @@ class IndexedDatasetWriter:
                 ends = np.cumsum(sizes) + offset
                 out.write((ends - sizes).tobytes())
                 offset = int(ends[-1])
-            for start in range(0, count + 1, _CHUNK):  # document indices 0..S
-                out.write(np.arange(start, min(start + _CHUNK, count + 1), dtype=np.int64).tobytes())
+            if self._docs is None:
+                for start in range(0, count + 1, _CHUNK):  # document indices 0..S
+                    out.write(np.arange(start, min(start + _CHUNK, count + 1), dtype=np.int64).tobytes())
+                return
+            with open(self._docs_tmp, "rb") as starts:  # grouped: each document's first sequence, then S
+                while chunk := starts.read(_CHUNK * 8):
+                    out.write(chunk)
+            out.write(struct.pack("<q", count))
 
     def abort(self) -> None:
         """Remove the partial files (called on error or interruption)."""
-        for handle in (self._bin, self._lengths):
-            handle.close()
-        for path in (self._bin_tmp, self._len_tmp, self._idx_tmp):
+        for handle in (self._bin, self._lengths, self._docs):
+            if handle is not None:
+                handle.close()
+        for path in (self._bin_tmp, self._len_tmp, self._docs_tmp, self._idx_tmp):
             remove(path)
         self._done = True
 

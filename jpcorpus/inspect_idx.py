@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jpcorpus.indexed_dataset import IndexedDataset, idx_path
+from jpcorpus.packing import packing_summary
 from jpcorpus.sidecar import read_sidecar, tokenizer_mismatches
 
 
@@ -43,6 +44,9 @@ def summarize(prefix: str | os.PathLike) -> dict:
         summary["sidecar"] = {k: sidecar.get(k) for k in
                               ("tokenizer", "split", "shard", "shards", "inputs", "skipped",
                                "jpcorpus_version", "command", "created")}
+        packed = packing_summary(ds, sidecar)  # binarize --pack: per-sample statistics
+        if packed is not None:
+            summary["packing"] = packed
     return summary
 
 

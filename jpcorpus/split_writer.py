@@ -4,7 +4,8 @@ A split (``train``, ``valid`` or the whole output) is written through one
 :class:`~jpcorpus.indexed_dataset.IndexedDatasetWriter` at a time; with
 ``max_bytes`` set, a shard is closed before its ``.bin`` would exceed that size
 (a single document larger than the limit gets a shard of its own) and the next
-one is named ``PREFIX_00001`` and so on.
+one is named ``PREFIX_00001`` and so on. A document may be several sequences
+(a packed sample, ``doc_sequences``); shards only ever end between documents.
 """
 
 from __future__ import annotations
@@ -32,23 +33,27 @@ class SplitWriter:
             return self.prefix
         return f"{self.prefix}_{len(self.finished):05d}"
 
-    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, doc_sequences: np.ndarray | None = None) -> None:
+        """Append sequences; ``doc_sequences`` groups them into documents (default: one each)."""
         if self.current is None:
             self.current = IndexedDatasetWriter(self._shard_prefix(), self.dtype)
         if self.max_bytes is None:
-            self.current.add_documents(tokens, lengths)
+            self.current.add_documents(tokens, lengths, doc_sequences)
             return
-        ends = np.cumsum(lengths, dtype=np.int64)
-        start_doc, start_tok = 0, 0
-        while start_doc < len(lengths):
+        groups = np.ones(len(lengths), np.int64) if doc_sequences is None else np.asarray(doc_sequences, np.int64)
+        seq_ends = np.cumsum(groups)  # sequence index where each document ends
+        ends = np.cumsum(lengths, dtype=np.int64)[seq_ends - 1] if len(groups) else seq_ends  # its token end
+        start_doc, start_seq, start_tok = 0, 0, 0
+        while start_doc < len(groups):
             room = (self.max_bytes - self.current.bin_bytes) // self.dtype.itemsize
             fits = int(np.searchsorted(ends - start_tok, room, side="right"))
             stop = max(fits, start_doc + (1 if self.current.documents == 0 else 0))
             if stop > start_doc:
-                stop_tok = int(ends[stop - 1])
-                self.current.add_documents(tokens[start_tok:stop_tok], lengths[start_doc:stop])
-                start_doc, start_tok = stop, stop_tok
-            if start_doc < len(lengths):
+                stop_seq, stop_tok = int(seq_ends[stop - 1]), int(ends[stop - 1])
+                self.current.add_documents(tokens[start_tok:stop_tok], lengths[start_seq:stop_seq],
+                                           None if doc_sequences is None else groups[start_doc:stop])
+                start_doc, start_seq, start_tok = stop, stop_seq, stop_tok
+            if start_doc < len(groups):
                 self._roll()
 
     def _roll(self) -> None:

@@ -198,8 +198,34 @@ def check_sidecar(shard: OpenShard) -> list[Problem]:
             for key, actual in facts.items() if key in side and side[key] != actual]
 
 
+def check_packed_samples(shard: OpenShard) -> list[Problem]:
+    """``binarize --pack`` shards: no sample (megatron document) holds more than ``seq_length + 1`` tokens.
+
+    Read from the index alone (the sidecar's ``packing.sample_tokens``); nothing
+    to check for an unpacked shard.
+    """
+    packing = (shard.sidecar or {}).get("packing")
+    if not packing:
+        return []
+    path = str(sidecar_path(shard.prefix))
+    sample_tokens = packing.get("sample_tokens") if isinstance(packing, dict) else None
+    if not isinstance(sample_tokens, int) or sample_tokens < 1:
+        return [Problem(path, f"'packing' has no valid sample_tokens ({sample_tokens!r})", _SIDECAR_FIX,
+                        "sidecar-mismatch")]
+    if check_document_indices(shard):  # reported by that check; sample sizes cannot be read
+        return []
+    from jpcorpus.packing import packed_shard_stats
+
+    stats = packed_shard_stats(shard, sample_tokens)
+    if not stats.over_length:
+        return []
+    return [Problem(str(idx_path(shard.prefix)), f"{stats.over_length:,} packed samples exceed {sample_tokens:,} "
+                    f"tokens (seq_length {packing.get('seq_length')} + 1), the first is sample {stats.first_over}",
+                    "re-run jpcorpus binarize --pack with the seq_length you train with", "packed-shard")]
+
+
 STRUCTURE_CHECKS: list[Callable[[OpenShard], list[Problem]]] = [
-    check_lengths_and_pointers, check_bin_size, check_document_indices, check_sidecar,
+    check_lengths_and_pointers, check_bin_size, check_document_indices, check_sidecar, check_packed_samples,
 ]
 
 

@@ -145,13 +145,7 @@ class SDPACoreAttention(DotProductAttention):
         if packed_seq_params is not None or attention_bias is not None:
             raise NotImplementedError("SDPACoreAttention: packed sequences and attention bias are not supported")
         mask_type = attn_mask_type or self.attn_mask_type
-        if self.pending_rope is not None:
-            q_freqs, k_freqs = self.pending_rope
-            self.pending_rope = None
-            if q_freqs is not None:
-                query = apply_rope(query, q_freqs)
-            if k_freqs is not None:
-                key = apply_rope(key, k_freqs)
+        query, key = self.take_pending_rope(query, key)
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
         causal = mask_type == AttnMaskType.causal
@@ -170,6 +164,18 @@ class SDPACoreAttention(DotProductAttention):
             q, k, v, attn_mask=mask, is_causal=causal,
             dropout_p=self.config.attention_dropout if self.training else 0.0, scale=self.softmax_scale,
         )
+
+    def take_pending_rope(self, query, key):
+        """Apply (once) the rotary embedding :class:`RopeInCoreSelfAttention` handed over."""
+        if self.pending_rope is None:
+            return query, key
+        q_freqs, k_freqs = self.pending_rope
+        self.pending_rope = None
+        if q_freqs is not None:
+            query = apply_rope(query, q_freqs)
+        if k_freqs is not None:
+            key = apply_rope(key, k_freqs)
+        return query, key
 
 
 class TrainGraphsTransformerLayer(TransformerLayer):

@@ -91,6 +91,11 @@ class DataConfig:
     pointers, document indices, sidecar counts; milliseconds a shard whatever its size) or
     ``full`` (also the sha256 of every byte against the sidecar and every token id against the
     vocabulary: reads every shard once, about a second per GB)."""
+    document_masking: bool | None = None
+    """Confine attention to each document (block-diagonal causal, flex_attention; no s x s mask),
+    restart position ids and leave the prediction across a boundary unscored. Unset: on for
+    ``jpcorpus binarize --pack`` shards (one packed document per sample), off for ordinary
+    shards; ``true`` on ordinary shards puts the boundaries at the end-of-document token."""
 
 
 @dataclass

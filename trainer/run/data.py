@@ -5,6 +5,13 @@ sidecar written by ``jpcorpus binarize``; the sidecar's tokenizer (fingerprint,
 vocabulary size, end-of-document id) must equal the model's, else the run is
 refused with both values shown: a shard tokenized differently trains the model on
 garbage while every loss curve still looks plausible.
+
+A ``jpcorpus binarize --pack`` shard says so in its sidecar (``packing``): its samples
+are whole megatron documents, read one per sample by
+:class:`trainer.megatron.gpt_datasets.PackedGPTDataset`, and attention is confined to
+each document (:mod:`trainer.megatron.document_masking`). ``data.document_masking``
+gives ordinary shards the same confinement, with boundaries at the end-of-document
+token. docs/packing.md explains both.
 """
 
 from __future__ import annotations
@@ -31,6 +38,15 @@ class ShardInfo:
     documents: int
     tokens: int
     tokenizer: dict
+    packing: dict | None = None  # the sidecar's record of binarize --pack; None: an ordinary shard
+
+
+@dataclass(frozen=True)
+class SampleLayout:
+    """How samples are cut and what attention may see, decided once for the whole run."""
+
+    packed: bool  # one packed megatron document per sample (binarize --pack shards)
+    document_masking: bool  # attention and position ids confined to each document
 
 
 def read_shard(prefix: str, weight: float = 1.0) -> ShardInfo:
@@ -54,7 +70,29 @@ def read_shard(prefix: str, weight: float = 1.0) -> ShardInfo:
     if not isinstance(tok, dict) or not {"fingerprint", "vocab_size", "eod_id"} <= set(tok):
         raise ShardMismatch(f"shard {prefix}: sidecar has no tokenizer fingerprint/vocab_size/eod_id; re-run "
                             "jpcorpus binarize (see docs/troubleshooting.md#sidecar-mismatch)")
-    return ShardInfo(prefix, weight, int(meta.get("documents", 0)), int(meta.get("tokens", 0)), tok)
+    packing = meta.get("packing")
+    if packing is not None and not (isinstance(packing, dict) and isinstance(packing.get("seq_length"), int)):
+        raise ShardMismatch(f"shard {prefix}: sidecar's 'packing' has no seq_length; re-run jpcorpus binarize --pack")
+    return ShardInfo(prefix, weight, int(meta.get("documents", 0)), int(meta.get("tokens", 0)), tok, packing)
+
+
+def sample_layout(shards: list[ShardInfo], seq_length: int, document_masking: bool | None) -> SampleLayout:
+    """Packed or not (every shard alike, packed for ``seq_length``), and the masking.
+
+    ``document_masking`` None (the default) means: on for packed shards, off otherwise.
+    """
+    packed = [s for s in shards if s.packing]
+    if packed and len(packed) != len(shards):
+        plain = next(s for s in shards if not s.packing)
+        raise ShardMismatch(f"shard {packed[0].prefix} is packed (binarize --pack) but {plain.prefix} is not: "
+                            "use packed shards for data.train and data.valid alike, or none "
+                            "(see docs/troubleshooting.md#packed-shard)")
+    for s in packed:
+        if s.packing["seq_length"] != seq_length:
+            raise ShardMismatch(f"shard {s.prefix} was packed for seq_length {s.packing['seq_length']}, but "
+                                f"data.seq_length is {seq_length}: set data.seq_length={s.packing['seq_length']} "
+                                f"or re-binarize with --pack {seq_length} (see docs/troubleshooting.md#packed-shard)")
+    return SampleLayout(bool(packed), bool(packed) if document_masking is None else document_masking)
 
 
 def tokenizer_mismatches(shard: dict[str, Any], model: dict[str, Any]) -> list[str]:
@@ -107,13 +145,19 @@ def nemo_paths(shards: list[ShardInfo]) -> list[str]:
 
 def build_data_module(train: list[ShardInfo], valid: list[ShardInfo], tokenizer, *, seq_length: int,
                       micro_batch_size: int, global_batch_size: int, num_workers: int, seed: int,
-                      index_dir: str, causal_mask: bool):
+                      index_dir: str, causal_mask: bool, layout: SampleLayout = SampleLayout(False, False)):
     """NeMo's PreTrainingDataModule on our shards, always with the model's tokenizer.
 
     ``causal_mask=False`` drops the explicit s x s mask NeMo builds when
-    TransformerEngine is absent: our SDPA core attention is causal by itself.
+    TransformerEngine is absent: our SDPA core attention is causal by itself; with
+    ``layout.document_masking`` and ``causal_mask`` that mask is megatron's dense
+    per-document one (``reset_attention_mask``, for megatron's local attention).
+    The datasets are :mod:`trainer.megatron.gpt_datasets`'s: end-of-document tokens
+    are never taken for padding, and packed shards give one sample per document.
     """
     from nemo.collections.llm.gpt.data import PreTrainingDataModule
+
+    from trainer.megatron.gpt_datasets import EodSafeGPTDataset, PackedGPTDataset
 
     if tokenizer is None:  # never let NeMo fall back to its GPT-2 tokenizer
         raise ValueError("build_data_module: a tokenizer is required")
@@ -122,6 +166,11 @@ def build_data_module(train: list[ShardInfo], valid: list[ShardInfo], tokenizer,
         paths=paths, seq_length=seq_length, tokenizer=tokenizer, micro_batch_size=micro_batch_size,
         global_batch_size=global_batch_size, num_workers=num_workers, seed=seed, split=None,
         index_mapping_dir=index_dir, persistent_workers=num_workers > 0, pin_memory=True,
+        dataset_cls=PackedGPTDataset if layout.packed else EodSafeGPTDataset,
+        # at each end-of-document token (and each packed document): position ids restart,
+        # the prediction across the boundary is not scored
+        reset_position_ids=layout.document_masking, eod_mask_loss=layout.document_masking,
+        reset_attention_mask=layout.document_masking and causal_mask,
     )
     module.create_attention_mask = causal_mask
     return module

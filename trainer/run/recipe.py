@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.run.config import TrainConfig, shard_blend
-from trainer.run.data import check_shards
+from trainer.run.data import SampleLayout, check_shards, sample_layout
 from trainer.run.presets import ModelPreset, get_preset
 
 
@@ -34,6 +34,7 @@ class Run:
     peft: Any = None
     log: Any = None
     resume: Any = None
+    layout: SampleLayout = SampleLayout(False, False)
 
 
 def model_tokenizer(spec: str):
@@ -66,8 +67,14 @@ def check_run_inputs(cfg: TrainConfig, tok) -> tuple[ModelPreset, list, list]:
     return preset, train, valid
 
 
-def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
-    """megatron/NeMo Qwen2Config with the preset's numbers written through."""
+def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: bool = False):
+    """megatron/NeMo Qwen2Config with the preset's numbers written through.
+
+    ``document_masking``: the forward step hands the layers document ids
+    (:mod:`trainer.megatron.document_masking`) and the ``sdpa`` spec's core attention is
+    :class:`~trainer.megatron.flex_attention.FlexCoreAttention`; the ``local`` spec gets
+    megatron's dense per-document mask instead (the reference path).
+    """
     from nemo.collections.llm.gpt.model.qwen2 import Qwen2Config
 
     from trainer.megatron import nemo_patches
@@ -76,6 +83,13 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
     bf16 = cfg.optim.precision == "bf16-mixed"
     import torch
 
+    spec, masking = (sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec), {}
+    if document_masking:  # constructor arguments, so that checkpoint contexts record them
+        from trainer.megatron.document_masking import document_forward_step
+        from trainer.megatron.flex_attention import flex_layer_spec
+
+        masking = {"forward_step_fn": document_forward_step}
+        spec = flex_layer_spec if cfg.model.attention == "sdpa" else spec
     config = Qwen2Config(
         num_layers=preset.num_layers, hidden_size=preset.hidden_size,
         num_attention_heads=preset.num_attention_heads, num_query_groups=preset.num_query_groups,
@@ -84,7 +98,7 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig):
         layernorm_epsilon=preset.rms_norm_eps, seq_length=cfg.data.seq_length,
         bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
-        transformer_layer_spec=sdpa_layer_spec if cfg.model.attention == "sdpa" else local_layer_spec,
+        transformer_layer_spec=spec, **masking,
     )
     nemo_patches.apply_no_te_settings(config)
     if cfg.model.fusions and torch.cuda.is_available():
@@ -129,15 +143,20 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
 
         dist_optim.install()  # its checkpoints resume with torch's AdamW, step count kept
     preset, train, valid = check_run_inputs(cfg, tok)
-    run = Run(cfg, preset, tok, train, valid)
+    run = Run(cfg, preset, tok, train, valid, layout=sample_layout(train + valid, cfg.data.seq_length,
+                                                                   cfg.data.document_masking))
+    # megatron's local attention needs a dense mask (the causal one, or per document);
+    # document ids reach the flex core attention without one
+    dense_mask = cfg.model.attention == "local" or not run.layout.document_masking
     s, o, run_dir = cfg.schedule, cfg.optim, Path(cfg.run_dir)
     nemo_tok = nemo_tokenizer(tok.hf_dir)
     run.data = build_data_module(
         train, valid, nemo_tok, seq_length=cfg.data.seq_length, micro_batch_size=s.micro_batch_size,
         global_batch_size=s.global_batch_size, num_workers=cfg.data.num_workers, seed=cfg.data.seed,
-        index_dir=str(run_dir / "index_cache"), causal_mask=True,  # gpt_forward_step asserts one without TE
+        index_dir=str(run_dir / "index_cache"), layout=run.layout,
+        causal_mask=dense_mask,  # upstream's gpt_forward_step asserts one without TE
     )
-    run.model = JaQwen2Model(nemo_model_config(preset, cfg), tokenizer=nemo_tok)
+    run.model = JaQwen2Model(nemo_model_config(preset, cfg, run.layout.document_masking), tokenizer=nemo_tok)
     if cfg.model.fused_loss:
         run.model.fused_loss_chunk_tokens = cfg.model.loss_chunk_tokens
     if cfg.peft.method == "lora":
@@ -222,9 +241,11 @@ def plan(run: Run) -> dict:
     from trainer.run.parallel import plan_items
 
     cfg, s = run.cfg, run.cfg.schedule
+    flex = run.layout.document_masking and cfg.model.attention == "sdpa"
     tokens_per_step = s.global_batch_size * cfg.data.seq_length
     train_tokens = sum(sh.tokens for sh in run.train_shards)
-    samples_per_epoch = max(train_tokens - 1, 0) // cfg.data.seq_length
+    samples_per_epoch = (sum(sh.documents for sh in run.train_shards) if run.layout.packed
+                         else max(train_tokens - 1, 0) // cfg.data.seq_length)
     trainable = (run.preset.lora_parameters(cfg.peft.rank, tuple(cfg.peft.targets)) if cfg.peft.method == "lora"
                  else run.preset.num_parameters())
     return {
@@ -235,12 +256,21 @@ def plan(run: Run) -> dict:
                      f"vocab {run.tokenizer.vocab_size}, eod {run.tokenizer.eod_id}",
         "train shards": ", ".join(f"{sh.prefix} (w={sh.weight:g}, {sh.tokens:,} tokens)" for sh in run.train_shards),
         "valid shards": ", ".join(f"{sh.prefix} ({sh.tokens:,} tokens)" for sh in run.valid_shards),
+        "samples from": (f"packed shards (binarize --pack {cfg.data.seq_length}): one packed document per sample, "
+                         f"padded, loss masked on the padding; fill {_fill(run.train_shards)}" if run.layout.packed
+                         else f"the shards' token stream, cut every {cfg.data.seq_length} tokens"),
+        "attention": (("per document (block-diagonal causal): "
+                       + ("flex_attention on document ids" if cfg.model.attention == "sdpa"
+                          else "megatron's dense per-document mask") + "; position ids restart at each document")
+                      if run.layout.document_masking else "causal over the whole sample (across documents)"),
         "loss": (f"fused output layer + cross-entropy, {cfg.model.loss_chunk_tokens} tokens per chunk"
                  if cfg.model.fused_loss else "megatron-core's (full logits)"),
         "memory": f"activation recompute of {', '.join(cfg.model.recompute)}" if cfg.model.recompute
                   else "all activations kept",
-        "launch": "per-layer CUDA graphs" if cfg.model.cuda_graphs else "eager",
-        "kernels": (f"attention {cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
+        "launch": ("eager" if not cfg.model.cuda_graphs else "per-layer CUDA graphs" + (
+            " (document ids are a graph input; if a capture fails, set model.cuda_graphs=false)"
+            if flex else "")),
+        "kernels": (f"attention {'flex (document ids)' if flex else cfg.model.sdpa_backend}, layers {'compiled' if cfg.model.compile_layers else 'eager'}"
                     f", MLP {'fc1 recomputed' if cfg.model.mlp_recompute else 'kept'}"
                     f", LoRA {'fused' if cfg.peft.fused_adapters else 'lean' if cfg.peft.lean_adapters else 'NeMo'}"),
         "tokens per step": tokens_per_step,
@@ -263,6 +293,12 @@ def plan(run: Run) -> dict:
         "metrics": f"{cfg.run_dir}/{cfg.logging.metrics_file}"
                    + (f", TensorBoard {cfg.run_dir}/tb" if cfg.logging.tensorboard else ""),
     }
+
+
+def _fill(shards: list) -> str:
+    """Token-weighted fill rate of packed shards, from their sidecars."""
+    room = sum(sh.documents * sh.packing.get("sample_tokens", 0) for sh in shards)
+    return f"{sum(sh.tokens for sh in shards) / room:.2%}" if room else "unknown"
 
 
 def dataset_sizes(run: Run) -> dict:

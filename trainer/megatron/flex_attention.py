@@ -1,0 +1,176 @@
+"""Document-masked core attention on PyTorch's ``flex_attention``, without TransformerEngine.
+
+Upstream (megatron-core 0.15.3): packed sequences reach attention only as
+``packed_seq_params`` for TransformerEngine's THD kernels; the local
+``DotProductAttention`` asserts ``packed_seq_params is None``, and the dataset's
+``reset_attention_mask`` builds a dense ``[s, s]`` mask per sample (16 MB of floats at
+seq 2048, built on the data workers) that only the unfused softmax honours. Here the
+mask is the *document id* of every token, and :class:`FlexCoreAttention` turns it
+into a flex ``BlockMask``: each query sees the earlier tokens of its own document
+(block-diagonal causal), and blocks of 128 x 128 that no query may see are skipped.
+
+How the ids get there: NeMo's forward step hands the model's ``attention_mask``
+argument to every layer unchanged; :mod:`trainer.megatron.document_masking` puts an
+``int32 [b, s]`` tensor of document ids there (:func:`is_document_ids` tells it from
+megatron's boolean masks). The ids follow from the position ids, which restart at 0
+at each document (``GPTDataset``'s ``reset_position_ids``): no dense mask is ever made.
+
+Position ids and the rotary embedding: megatron-core applies RoPE by absolute
+position ``0..s-1`` and ignores ``position_ids``. Inside one document the
+attention score depends only on the distance between query and key, which is the
+same whether positions restart at the document or not, so masked attention over a
+packed sample equals each document run on its own
+(``tests/test_trainer_flex_attention.py`` checks exactly that).
+
+The block mask is built from the ids by a few tensor operations on ``(s/128)^2``
+blocks (:func:`document_block_mask`), not by evaluating the mask on all ``s^2``
+pairs: nothing depends on the host, so it is built inside each layer, also while
+megatron-core's local CUDA graphs capture the layer (the ids are then one of the
+graph's input tensors, copied in at every replay).
+
+On CUDA ``flex_attention`` runs through ``torch.compile`` (a fused Triton kernel).
+On the CPU (tests; torch 2.13) it runs eagerly, PyTorch's reference path, which
+evaluates the mask on every pair and ignores the block structure; flex has no
+backward on the CPU at all, so when gradients are needed there the same mask goes
+to ``scaled_dot_product_attention`` as a dense ``[s, s]`` mask instead. The tests
+compare the block structure with ``create_block_mask``'s and run the compiled
+kernel's forward on the CPU; ``bench/packing_gpu.py`` checks forward and backward
+against dense SDPA on the GPU. Attention dropout is not supported (Qwen2 uses none).
+
+Guard: ``tests/test_trainer_flex_attention.py`` fails if the signatures of
+``flex_attention``, ``BlockMask.from_kv_blocks`` or ``DotProductAttention.forward``
+change.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from trainer.megatron.layers import SDPACoreAttention
+
+BLOCK = 128  # flex_attention's default sparse block size (queries and keys)
+# flex_attention / BlockMask.from_kv_blocks parameters this module passes (torch 2.11 and 2.13).
+FLEX_PARAMS = ("query", "key", "value", "block_mask", "scale", "enable_gqa")
+FROM_KV_BLOCKS_PARAMS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "BLOCK_SIZE",
+                         "mask_mod", "seq_lengths")
+_compiled_flex = None
+
+
+def is_document_ids(mask) -> bool:
+    """True for the ``int32 [b, s]`` document ids of :mod:`trainer.megatron.document_masking`."""
+    return isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 2
+
+
+def document_mask_mod(doc: torch.Tensor):
+    """Flex ``mask_mod``: query ``q`` may see key ``kv`` of the same document, not later."""
+
+    def mask_mod(b, h, q, kv):
+        return (doc[b, q] == doc[b, kv]) & (q >= kv)
+
+    return mask_mod
+
+
+def _kv_lists(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[b, n, n]`` booleans -> per query block the count and the (ascending) key blocks."""
+    counts = blocks.sum(-1, dtype=torch.int32)[:, None]
+    order = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)[:, None]
+    return counts, order
+
+
+def document_block_mask(doc: torch.Tensor, block: int = BLOCK) -> BlockMask:
+    """The block-diagonal causal ``BlockMask`` of ``doc`` (``[b, s]``, non-decreasing ids).
+
+    For query block ``i`` and key block ``j <= i`` (first and last id of each block,
+    since ids never decrease): the pair is *touched* when the key block's last document
+    reaches the query block's first, and *full* (no per-token mask needed) when both
+    blocks lie inside one document and ``j < i``. Blocks holding padding past ``s``
+    are never full.
+
+    >>> m = document_block_mask(torch.tensor([[0] * 200 + [1] * 184]))
+    >>> m.to_dense()[0, 0].tolist(), m.full_kv_num_blocks[0, 0].tolist()
+    ([[1, 0, 0], [1, 1, 0], [0, 1, 1]], [0, 0, 0])
+    """
+    b, s = doc.shape
+    n = -(-s // block)
+    pad = n * block - s
+    padded = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1) if pad else doc
+    blocks = padded.reshape(b, n, block)
+    lo, hi = blocks[..., 0], blocks[..., -1]
+    i = torch.arange(n, device=doc.device)
+    below = (i[None, :] <= i[:, None])[None]  # j <= i
+    touched = below & (hi[:, None, :] >= lo[:, :, None])
+    single = lo == hi
+    full = (i[None, :] < i[:, None])[None] & single[:, :, None] & single[:, None, :] & (lo[:, :, None] == lo[:, None, :])
+    if pad:
+        full[:, -1, :] = False
+        full[:, :, -1] = False
+    kv_num, kv_idx = _kv_lists(touched & ~full)
+    full_num, full_idx = _kv_lists(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
+                                    mask_mod=document_mask_mod(doc), seq_lengths=(s, s))
+
+
+def dense_document_mask(doc: torch.Tensor) -> torch.Tensor:
+    """``[b, 1, s, s]`` booleans, True where attention is allowed (CPU fallback and tests only)."""
+    s = doc.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=doc.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
+def document_attention(q, k, v, doc: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
+    """Block-diagonal causal attention of ``[b, heads, s, hn]`` tensors (see the module doc)."""
+    global _compiled_flex
+    if q.is_cuda:
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        return _compiled_flex(q, k, v, block_mask=document_block_mask(doc), scale=scale, enable_gqa=groups > 1)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):  # flex: no CPU backward
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_document_mask(doc),
+                                                                scale=scale)
+    with warnings.catch_warnings():  # the eager reference path warns that it is unfused
+        warnings.simplefilter("ignore", UserWarning)
+        return flex_attention(q, k, v, block_mask=document_block_mask(doc), scale=scale, enable_gqa=groups > 1)
+
+
+class FlexCoreAttention(SDPACoreAttention):
+    """:class:`SDPACoreAttention` whose ``attention_mask`` may be document ids.
+
+    With document ids (``int32 [b, s]``): ``flex_attention`` with
+    :func:`document_block_mask`; otherwise (no mask, or one of megatron's boolean
+    masks, e.g. at generation) exactly :class:`SDPACoreAttention`. The rotary
+    embedding handed over by ``RopeInCoreSelfAttention`` is applied the same way.
+    """
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if not is_document_ids(attention_mask):
+            return super().forward(query, key, value, attention_mask, attn_mask_type, attention_bias,
+                                   packed_seq_params)
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("FlexCoreAttention: packed_seq_params and attention bias are not supported")
+        if self.training and self.config.attention_dropout:
+            raise NotImplementedError(
+                f"FlexCoreAttention: attention dropout {self.config.attention_dropout} is not supported by "
+                "flex_attention; set attention_dropout=0 (Qwen2's value) or turn data.document_masking off")
+        query, key = self.take_pending_rope(query, key)
+        groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
+        out = document_attention(q, k, v, attention_mask, self.softmax_scale, groups)
+        sq, b = out.shape[2], out.shape[0]
+        return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
+
+
+def flex_layer_spec(config):
+    """The ``sdpa`` layer spec, with the plug-ins the run asks for (compiled layers, MLP
+    recompute: :func:`trainer.megatron.fast_spec.fast_layer_spec`), and :class:`FlexCoreAttention`
+    as its core attention (``model.sdpa_backend`` then only matters where no document ids come)."""
+    from trainer.megatron.fast_spec import fast_layer_spec
+
+    spec = fast_layer_spec(config)
+    spec.submodules.self_attention.submodules.core_attention = FlexCoreAttention
+    return spec
