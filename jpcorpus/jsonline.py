@@ -57,7 +57,7 @@ def loads_record(line: str) -> Any:
     except ValueError as exc:  # an integer beyond Python's int/str conversion limit
         raise RecordError("number_too_large", f"a number is too long to read ({str(exc).split(';')[0]}); "
                           "write such values as strings") from None
-    if _SURROGATE_ESCAPE.search(line):
+    if _SURROGATE_ESCAPE.search(line) and _has_surrogate(value):  # (a duplicate key may have dropped it)
         lone = lone_surrogate(line)
         if lone is not None:
             escape, column = lone
@@ -107,6 +107,22 @@ def lone_surrogate(line: str) -> tuple[str, int] | None:
             return match.group(0), match.start() + 1
         pending = (match.group(0), match.start() + 1, match.end())
     return pending[:2] if pending is not None else None
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether a decoded value holds a lone surrogate in any string, key or value (no recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def depth(value: Any) -> int:

@@ -260,7 +260,7 @@ def _record_to_document(line: str, source: str, text_key: str, id_key: str) -> D
     if not isinstance(record, dict):
         return InputError(source, "not_an_object", f"expected a JSON object, got {type(record).__name__}")
     if text_key not in record:
-        keys = ", ".join(sorted(record)[:8]) or "none"
+        keys = ", ".join(repr(k)[1:-1] for k in sorted(record)[:8]) or "none"  # escaped: a key may hold a line break
         return InputError(
             source, "missing_text_key",
             f"record has no field {text_key!r} (fields: {keys}); choose the field with --text-key",
