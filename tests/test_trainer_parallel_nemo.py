@@ -34,7 +34,7 @@ def shards(tmp_path_factory):
 def _overrides(prefix, run_dir, *extra):
     return ["model.base=null", "model.from_scratch=true", f"data.train=[{prefix}_train]",
             f"data.valid=[{prefix}_valid]", f"run_dir={run_dir}", "data.seq_length=64", "schedule.max_steps=300",
-            "data.num_workers=0", *extra]
+            "data.num_workers=0", "schedule.micro_batch_size=4", *extra]
 
 
 @pytest.mark.slow
@@ -114,12 +114,12 @@ def test_an_unset_optimizer_follows_the_checkpoint_and_a_set_one_must_match(tmp_
     settled = settle_optimizer(cfg, ckpts, echo=said.append)
     assert settled.parallel.distributed_optimizer is distributed
     assert said and f"saved {'with' if distributed else 'without'} the distributed optimizer" in said[0]
-    wrong = load_config(CONFIG, [f"run_dir={tmp_path}/run", devices,
+    wrong = load_config(CONFIG, [f"run_dir={tmp_path}/run", devices, "schedule.micro_batch_size=4",
                                  f"parallel.distributed_optimizer={str(not distributed).lower()}"])
     with pytest.raises(ValueError, match=r"^parallel.distributed_optimizer: .* set parallel.distributed_optimizer="
                                          f"{str(distributed).lower()}"):
         settle_optimizer(wrong, ckpts)
-    fresh = load_config(CONFIG, [f"run_dir={tmp_path}/fresh", devices])
+    fresh = load_config(CONFIG, [f"run_dir={tmp_path}/fresh", devices, "schedule.micro_batch_size=4"])
     assert settle_optimizer(fresh, tmp_path / "fresh" / "run" / "v0" / "checkpoints") == fresh
 
 

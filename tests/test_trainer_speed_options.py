@@ -26,7 +26,8 @@ def test_two_variants_build_in_one_process(tmp_path):
     tok = model_tokenizer("qwen2.5")
     prefix = _shards(tmp_path, tok)
     common = ["model.base=null", "model.from_scratch=true", f"data.train=[{prefix}_train]",
-              f"data.valid=[{prefix}_valid]", "data.seq_length=64", "schedule.max_steps=300", "data.num_workers=0"]
+              f"data.valid=[{prefix}_valid]", "data.seq_length=64", "schedule.max_steps=300", "data.num_workers=0",
+              "model.sdpa_backend=default"]  # the plain path (the shipped config names cudnn)
     fast = ["model.sdpa_backend=cudnn", "peft.fused_adapters=true", "model.mlp_recompute=true",
             "model.compile_layers=true"]
     for i, extra in enumerate(([], fast, [])):
