@@ -214,17 +214,27 @@ def iter_documents(
                     continue
                 stats.documents += 1
                 yield item
-        except (EOFError, zlib.error, gzip.BadGzipFile, _zstd_errors()) as exc:
-            error = InputError(
-                str(path), "truncated_input",
-                f"compressed file is truncated or corrupt ({exc}); the documents "
-                "before the damage were read, the rest of the file was not",
-            )
+        except damage_errors() as exc:
+            error = damage_error(path, exc)
             if not skip_bad:
                 raise error from None
             stats.skipped[error.reason] += 1
             if on_skip is not None:
                 on_skip(error)
+
+
+def damage_errors() -> tuple[type[Exception], ...]:
+    """What reading a truncated or corrupt ``.gz``/``.zst`` stream raises."""
+    return (EOFError, zlib.error, gzip.BadGzipFile, _zstd_errors())
+
+
+def damage_error(path, exc: Exception) -> InputError:
+    """The ``truncated_input`` error for a damaged compressed file."""
+    return InputError(
+        str(path), "truncated_input",
+        f"compressed file is truncated or corrupt ({exc}); the documents "
+        "before the damage were read, the rest of the file was not",
+    )
 
 
 def _zstd_errors() -> type[Exception]:
@@ -237,19 +247,25 @@ def _zstd_errors() -> type[Exception]:
 
 def _iter_jsonl(path, text_key, id_key, encoding, stats) -> Iterator[Document | InputError]:
     with open_binary(path) as stream:
-        for line_no, raw in enumerate(stream, start=1):
-            stats.text_bytes += len(raw)
-            source = f"{path}:{line_no}"
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8) and _is_utf8(encoding):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if not raw.strip():
-                continue  # blank lines between records are not records
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                yield InputError(source, "invalid_encoding", _encoding_message(raw, encoding, exc))
-                continue
-            yield _record_to_document(line, source, text_key, id_key)
+        yield from jsonl_records(stream, str(path), 1, text_key, id_key, encoding, stats)
+
+
+def jsonl_records(lines: Iterable[bytes], name: str, first_line: int, text_key: str, id_key: str,
+                  encoding: str, stats: ReadStats) -> Iterator[Document | InputError]:
+    """The records of raw JSON Lines ``lines`` of file ``name``, the first being line ``first_line``."""
+    for line_no, raw in enumerate(lines, start=first_line):
+        stats.text_bytes += len(raw)
+        source = f"{name}:{line_no}"
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8) and _is_utf8(encoding):
+            raw = raw[len(codecs.BOM_UTF8):]
+        if not raw.strip():
+            continue  # blank lines between records are not records
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            yield InputError(source, "invalid_encoding", _encoding_message(raw, encoding, exc))
+            continue
+        yield _record_to_document(line, source, text_key, id_key)
 
 
 def _record_to_document(line: str, source: str, text_key: str, id_key: str) -> Document | InputError:
@@ -278,6 +294,11 @@ def _record_to_document(line: str, source: str, text_key: str, id_key: str) -> D
 def _iter_plain(path, text_key, id_key, encoding, stats) -> Iterator[Document | InputError]:
     with open_binary(path) as stream:
         raw = stream.read()
+    yield from plain_records(raw, str(path), encoding, stats)
+
+
+def plain_records(raw: bytes, path: str, encoding: str, stats: ReadStats) -> Iterator[Document | InputError]:
+    """The one document of a plain-text file whose bytes are ``raw``."""
     stats.text_bytes += len(raw)
     source = f"{path}:1"
     try:

@@ -220,9 +220,13 @@ class NearDedup(Deduplicator):
     threshold: float = 0.7
     """With ``verify``: the least share of equal MinHash values (estimated Jaccard
     similarity of the two shingle sets) for a candidate to be dropped."""
+    max_candidates: int = 64
+    """In a run (the staged form, :mod:`jpcorpus.dedup_stages`): a document is compared with
+    at most this many earlier documents of each band bucket it is in, the earliest ones
+    (bounds the work on buckets that thousands of templated pages share)."""
 
     def __post_init__(self) -> None:
-        for key in ("ngram", "num_bands", "rows_per_band"):
+        for key in ("ngram", "num_bands", "rows_per_band", "max_candidates"):
             self._check_positive(key, getattr(self, key))
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"{self.name}.threshold must be in (0, 1], got {self.threshold!r}")

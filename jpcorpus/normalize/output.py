@@ -20,6 +20,11 @@ from typing import Any, BinaryIO
 from jpcorpus.partial import clean_stale, partial_path, remove
 
 
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One output line: the record as JSON, UTF-8, newline-terminated."""
+    return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
 class AtomicJsonlWriter:
     """Write one JSON object per line to ``path`` (``.gz``/``.zst`` compress).
 
@@ -55,12 +60,17 @@ class AtomicJsonlWriter:
         return self
 
     def write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._stream.write(encode_record(record))
         self.count += 1
 
     def discard(self) -> None:
         """End without the rename: the temporary file is removed, ``path`` left as it was."""
         self._discard = True
+
+    def write_lines(self, data: bytes, count: int) -> None:
+        """Write ``count`` lines made by :func:`encode_record` (a staged run's partitions), as they are."""
+        self._stream.write(data)
+        self.count += count
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

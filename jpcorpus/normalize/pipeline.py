@@ -1,52 +1,36 @@
-"""The runner of ``jpcorpus normalize``: read, clean in parallel, deduplicate in order, write.
+"""The per-document steps of ``jpcorpus normalize``, and its entry point.
 
 ::
 
-    read (main) -> batches -> [workers] formatters -> filters -> fingerprints
-                -> (main, input order) exact_dedup -> near_dedup -> output / rejects
+    partitions -> [workers] formatters -> filters -> fingerprints      (clean stage)
+               -> [workers + driver] exact_dedup -> near_dedup, global  (dedup stages)
+               -> (driver, input order) output / rejects
 
-Each worker process builds the profile's steps once (Sudachi is created on
-first use in that process) and handles whole batches: each step runs over a group of documents before the
-next step starts (see :func:`process_docs`). The main process keeps
-at most ``2 x workers`` batches in flight, so memory stays flat whatever the
-input size. Results come back in input order and deduplication runs on them
-in the main process, so the output is byte-identical for every ``--workers``.
-With ``workers=1`` everything runs in the main process, no pool.
+:func:`run_normalize` runs the stages of :mod:`jpcorpus.normalize.staged` on an
+engine (``local``: this process or a process pool; ``ray``: a Ray cluster). This
+module holds what a clean task does with a batch of documents
+(:func:`process_docs`): each step runs over a group of documents before the next
+step starts. Each worker process builds the profile's steps once (Sudachi is
+created on first use in that process). Results do not depend on the engine,
+the number of workers or the partitions: deduplication is global and the output
+is written in input order.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
-from collections import Counter
-import time
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from jpcorpus.document import Document
 from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.normalize import charstats, morphology
-from jpcorpus.normalize.output import AtomicJsonlWriter
-from jpcorpus.normalize.profiles import build_steps, load_profile
 from jpcorpus.normalize.report import RunReport, StepCount
 from jpcorpus.normalize.steps import Filter, Formatter
-from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
-from jpcorpus.workers import ignore_sigint, ordered_map
 
 BATCH_DOCS = morphology.CACHE_TEXTS  # the word-level steps see a whole batch back to back
 BATCH_CHARS = 1 << 18  # ~0.75 MB of Japanese per batch: big enough to amortise pickling
 CHUNK_DOCS = charstats.CACHE_TEXTS  # documents that go through the character-level steps together
 CHUNK_CHARS = 1 << 14  # long documents go one at a time: their arrays fill the CPU caches alone
-
-_STEPS: list = []
-_DEDUPS: list = []
-
-
-def _init_worker(profile: dict[str, Any]) -> None:
-    global _STEPS, _DEDUPS
-    _STEPS, _DEDUPS = build_steps(profile)
 
 
 def _new_counts(steps: Iterable) -> list[StepCount]:
@@ -168,57 +152,6 @@ def _chunks(docs: list[Document], indices: list[int]) -> Iterator[list[int]]:
         yield chunk
 
 
-def _process_batch(batch: list) -> tuple[list, list[StepCount]]:
-    """Per-document steps on each document, then the dedup fingerprints of the kept ones, batch-wide.
-
-    Kept documents come back as ``("keep", doc, fingerprints)``. Fingerprints are
-    computed for the whole batch at once: MinHash over a few hundred short texts
-    is then a handful of array operations instead of a few dozen per text.
-    """
-    counts = _new_counts(_STEPS)
-    docs = [item for item in batch if not isinstance(item, tuple)]
-    done = iter(process_docs(docs, _STEPS, counts))
-    results = [item if isinstance(item, tuple) else next(done) for item in batch]
-    kept = [i for i, item in enumerate(results) if item[0] == "keep"]
-    texts = [results[i][1].text for i in kept]
-    per_dedup = [d.fingerprints(texts) for d in _DEDUPS]
-    for k, i in enumerate(kept):
-        results[i] = ("keep", results[i][1], [fingerprints[k] for fingerprints in per_dedup])
-    return results, counts
-
-
-def _batches(paths: list[Path], read_options: dict, stats: ReadStats) -> Iterator[list]:
-    """Documents and bad-input records (as ``("skip", source, reason, message)``), in input order."""
-    skipped: list[tuple] = []
-
-    def on_skip(error: InputError) -> None:
-        skipped.append(("skip", error.source, error.reason, error.message))
-
-    batch: list = []
-    chars = 0
-    for doc in iter_documents(paths, stats=stats, on_skip=on_skip, **read_options):
-        batch.extend(skipped)
-        skipped.clear()
-        batch.append(doc)
-        chars += len(doc.text)
-        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-    batch.extend(skipped)
-    if batch:
-        yield batch
-
-
-def _results(batches: Iterator[list], profile: dict, workers: int) -> Iterator[tuple[list, list[StepCount]]]:
-    if workers == 1:
-        _init_worker(profile)
-        yield from map(_process_batch, batches)
-        return
-    context = multiprocessing.get_context("spawn")  # no forked Sudachi or file handles
-    pool = context.Pool(workers, ignore_sigint, (_init_worker, profile))
-    yield from ordered_map(pool, _process_batch, batches, ahead=2 * workers)
-
-
 def run_normalize(
     inputs: list[str],
     output: str,
@@ -232,8 +165,20 @@ def run_normalize(
     rejects: str | None = None,
     progress: bool = False,
     allow_empty: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    work_dir: str | None = None,
+    partition_bytes: int | None = None,
+    keep_work: bool = False,
 ) -> RunReport:
     """Normalize and filter ``inputs`` into ``output``; return the counts.
+
+    ``engine`` is ``local`` (``workers`` processes; 1: this process alone) or
+    ``ray`` (``ray_address``: None starts Ray here with ``workers`` CPUs, ``auto``
+    or ``HOST:PORT`` joins a cluster). ``work_dir`` (default ``.OUTPUT.work`` beside
+    the output) holds the partitions; a rerun after an interruption reuses the
+    finished ones. ``partition_bytes`` is the input per task (default: from the
+    input's size); it never changes the result.
 
     Raises :class:`~jpcorpus.readers.InputError` for bad input (unless
     ``skip_bad``) and ``ValueError`` for a bad option or profile; in both
@@ -241,97 +186,9 @@ def run_normalize(
     :class:`~jpcorpus.errors.EmptyResult` (unless ``allow_empty``): the output
     is not written, the rejects file is (it says where the documents went).
     """
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    paths = expand_inputs(inputs)
-    out_path = Path(output)
-    if any(out_path.resolve() == p.resolve() for p in paths):
-        raise ValueError(f"-o {output}: the output would overwrite an input file")
-    loaded = load_profile(profile)
-    steps, dedups = build_steps(loaded)  # validates the profile before any work
-    counts = _new_counts(steps) + [StepCount(d.name, "dedup") for d in dedups]
-    stats = ReadStats()
-    report = RunReport(profile, workers, {}, counts)
-    read_options = dict(text_key=text_key, id_key=id_key, encoding=encoding, skip_bad=skip_bad)
-    started = time.perf_counter()
-    with ExitStack() as stack:
-        out = stack.enter_context(AtomicJsonlWriter(out_path))
-        rej = stack.enter_context(AtomicJsonlWriter(rejects)) if rejects else None
-        rej = _Rejects(rej, report)
-        bar = stack.enter_context(_progress_bar(progress))
-        for results, batch_counts in _results(_batches(paths, read_options, stats), loaded, workers):
-            for total, part in zip(counts, batch_counts):
-                total.merge(part)
-            for item in results:
-                _emit(item, dedups, counts[len(steps):], out, rej, report, text_key)
-            if bar is not None:
-                bar.update(len(results))
-                bar.set_postfix_str(f"{stats.text_bytes / 1e6 / (time.perf_counter() - started):.2f} MB/s")
-        if report.docs_out == 0 and not allow_empty:
-            out.discard()
-    report.read = stats.as_dict()
-    report.seconds = time.perf_counter() - started
-    report.dedup_memory_bytes = sum(d.memory_bytes() for d in dedups)
-    if report.docs_out == 0 and not allow_empty:
-        dropped = sum((c.reason_docs for c in counts), Counter())
-        raise EmptyResult(empty_message(output, stats, dropped, rejects), report)
-    return report
+    from jpcorpus.normalize import staged
 
-
-def _emit(item: tuple, dedups: list, dedup_counts: list[StepCount], out, rej, report: RunReport,
-          text_key: str) -> None:
-    kind = item[0]
-    if kind == "skip":
-        if rej is not None:
-            rej.write({"filter": "read", "reason": item[2], "source": item[1], "message": item[3]})
-        return
-    doc = item[1]
-    if kind == "keep":
-        for dedup, count, fingerprint in zip(dedups, dedup_counts, item[2]):
-            count.saw(doc.text)
-            verdict = dedup.check(fingerprint)
-            if verdict is not True:
-                count.dropped(verdict[1], len(doc.text))
-                kind, item = "drop", ("drop", doc, dedup.name, verdict[1], None)
-                break
-    if kind == "keep":
-        out.write(doc.to_record(text_key))
-        report.docs_out += 1
-        report.chars_out += len(doc.text)
-    elif rej is not None:
-        line = {"filter": item[2], "reason": item[3]}
-        if item[4] is not None:  # the measure that decided and its value (rounded: JSON stays short)
-            line.update(measure=item[4][0], value=round(float(item[4][1]), 6))
-        line.update(source=doc.source, record=doc.to_record(text_key))
-        rej.write(line)
-
-
-class _Rejects:
-    """The rejects file (if any) and the report's capped examples per reason: every drop goes to both."""
-
-    def __init__(self, writer, report: RunReport):
-        self.writer, self.report = writer, report
-
-    def write(self, line: dict) -> None:
-        self.report.add_example(line)
-        if self.writer is not None:
-            self.writer.write(line)
-
-
-class _progress_bar:
-    """A tqdm bar on stderr with docs/s (and MB/s in the postfix), or nothing."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from tqdm import tqdm
-
-        self.bar = tqdm(unit=" docs", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        return self.bar
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.close()
+    return staged.run(inputs, output, profile=profile, text_key=text_key, id_key=id_key, encoding=encoding,
+                      skip_bad=skip_bad, workers=workers, rejects=rejects, progress=progress, engine=engine,
+                      ray_address=ray_address, work_dir=work_dir, partition_bytes=partition_bytes,
+                      keep_work=keep_work)

@@ -107,6 +107,7 @@ class RunReport:
     chars_out: int = 0
     seconds: float = 0.0
     dedup_memory_bytes: int = 0
+    engine: dict[str, Any] = field(default_factory=dict)  # how the run was executed (staged engines)
     examples: dict = field(default_factory=dict)  # reason -> the first EXAMPLES_PER_REASON drops (not in as_dict)
 
     def add_example(self, line: dict) -> None:
@@ -125,7 +126,8 @@ class RunReport:
                 "docs_in": self.docs_in, "docs_out": self.docs_out, "chars_out": self.chars_out,
                 "steps": [s.as_dict() for s in self.steps],
                 "dedup_memory_bytes": self.dedup_memory_bytes, "seconds": round(self.seconds, 3),
-                "mb_per_s": round(mb / self.seconds, 3) if self.seconds else None}
+                "mb_per_s": round(mb / self.seconds, 3) if self.seconds else None,
+                **({"engine": self.engine} if self.engine else {})}
 
     def table(self) -> str:
         """A plain-text table: one row per step, then one per drop reason."""
