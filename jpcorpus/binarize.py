@@ -1,17 +1,19 @@
 """Tokenize documents into Megatron ``.bin/.idx`` shards with a provenance sidecar.
 
-The pipeline, one stage per function::
+The pipeline (stages of :mod:`jpcorpus.binarize_stages`, on an engine)::
 
-    read (main process, streaming)  ->  batches of ~1 MB of text
-    tokenize (N worker processes, or inline for N=1), end-of-document appended
-    route each document to train/valid by a hash of its id (or text)
-    write (main process, in input order) through IndexedDatasetWriter
+    read (driver, streaming)  ->  partitions cut from the input alone
+    tokenize (a task per partition, in workers or Ray tasks), end-of-document appended,
+        each document routed to train/valid by a hash of its id (or text),
+        written as a partial shard per split
+    merge (driver, in input order) through SplitWriter, then the sidecars
 
-Batches come back in input order whatever the worker count, and the split
-depends only on each document, so the output is byte-identical for every
-``workers``. At most ``2 * workers`` batches are in flight, which keeps memory
-flat however large the input is (the per-document lengths stream to disk in the
-writer). Outputs appear under their final names only when complete.
+The split depends only on each document and the merge only on document sizes,
+so the output is byte-identical for every engine, ``workers`` and partitioning.
+Memory stays flat however large the input is (a task holds one partition; the
+per-document lengths stream to disk in the writer). Outputs appear under their
+final names only when complete; an interrupted run reuses its finished
+partitions when rerun.
 """
 
 from __future__ import annotations
@@ -19,13 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -33,10 +31,9 @@ from jpcorpus import __version__
 from jpcorpus.indexed_dataset import bin_path, idx_path, optimal_dtype
 from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.partial import clean_stale
-from jpcorpus.readers import InputError, ReadStats, expand_inputs, iter_documents
+from jpcorpus.readers import InputError, ReadStats
 from jpcorpus.sidecar import SCHEMA, file_sha256, write_sidecar
 from jpcorpus.split_writer import SplitWriter
-from jpcorpus.workers import ignore_sigint, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +60,18 @@ class BinarizeOptions:
     batch_chars: int = 1 << 20
     progress: bool = True
     command: list[str] = field(default_factory=list)
+    engine: str = "local"  # "local" (processes) or "ray"
+    ray_address: str | None = None  # None: a Ray instance on this machine; "auto" or HOST:PORT: a cluster
+    work_dir: str | None = None  # partial shards and markers [default: .PREFIX.work beside the output]
+    partition_bytes: int | None = None  # input per task [default: from the input's size]
+    keep_work: bool = False
 
     def __post_init__(self) -> None:
+        from jpcorpus.engines import check_workers
+
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
-        if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        check_workers(self.engine, self.workers)
         if self.max_shard_bytes is not None and self.max_shard_bytes < 10**6:
             raise ValueError(f"--max-shard-size must be at least 1MB, got {self.max_shard_bytes} bytes")
         if self.pack is not None and self.pack < 1:
@@ -95,6 +98,7 @@ class BinarizeResult:
     workers: int
     skip_log: str | None
     packing: list[str] = field(default_factory=list)  # one summary line per packed split
+    engine: dict = field(default_factory=dict)  # engine, nodes, partitions, reused, seconds per stage
 
     def summary(self) -> str:
         """One paragraph for the end of the run."""
@@ -107,6 +111,11 @@ class BinarizeResult:
             f"eod {self.tokenizer['eod_id']}) in {self.seconds:.1f} s: {mb / secs:.2f} MB/s, "
             f"{tokens / secs:,.0f} tokens/s, {self.workers} worker(s)."
         ]
+        if self.engine:
+            e = self.engine
+            lines.append(f"  engine {e['engine']} on {e['nodes_used']} node(s), {e['partitions']:,} partitions "
+                         f"({e['reused_partitions']:,} reused from an earlier run); tokenize {e['tokenize_s']:.1f} s, "
+                         f"merge {e['merge_s']:.1f} s")
         for s in self.shards:
             lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} "
                          f"{'packed samples' if self.packing else 'documents'}, {s.tokens:,} tokens")
@@ -131,24 +140,6 @@ def split_of(doc_key: str, valid_fraction: float) -> int:
 
 # ----------------------------------------------------------------- tokenizing
 
-_WORKER_TOKENIZER = None
-_WORKER_DTYPE = None
-
-
-def _init_worker(spec: str, eod_token: str | None, dtype_name: str) -> None:
-    global _WORKER_TOKENIZER, _WORKER_DTYPE
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from jpcorpus.tokenizer import load_tokenizer
-
-    _WORKER_TOKENIZER = load_tokenizer(spec, eod_token=eod_token)
-    _WORKER_DTYPE = np.dtype(dtype_name)
-
-
-def _tokenize_batch(batch: tuple[list[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """In a worker: (tokens, lengths) of a batch's texts, and its splits passed through."""
-    texts, splits = batch
-    return (*encode_with_eod(_WORKER_TOKENIZER, texts, _WORKER_DTYPE), splits)
-
 
 def encode_with_eod(tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     encoded = tokenizer.encode_batch(texts)
@@ -165,108 +156,85 @@ def encode_with_eod(tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.nd
     return tokens, lengths.astype(np.int32)
 
 
-def _batches(docs: Iterable, batch_chars: int, valid_fraction: float) -> Iterator[tuple[list[str], np.ndarray]]:
-    texts: list[str] = []
-    splits: list[int] = []
-    size = 0
-    for doc in docs:
-        texts.append(doc.text)
-        splits.append(split_of(doc.id if doc.id is not None else doc.text, valid_fraction))
-        size += len(doc.text)
-        if size >= batch_chars:
-            yield texts, np.array(splits, dtype=np.int8)
-            texts, splits, size = [], [], 0
-    if texts:
-        yield texts, np.array(splits, dtype=np.int8)
-
-
-def _tokenized(batches: Iterator, opts: BinarizeOptions, tokenizer, dtype: np.dtype):
-    """Yield (tokens, lengths, splits) per batch, in input order."""
-    if opts.workers == 1:
-        for texts, splits in batches:
-            yield (*encode_with_eod(tokenizer, texts, dtype), splits)
-        return
-    # At most 2 batches a worker in flight: bounded memory, workers never idle.
-    yield from ordered_map(_worker_pool(opts, tokenizer, dtype), _tokenize_batch, batches, ahead=2 * opts.workers)
-
-
-def _worker_pool(opts: BinarizeOptions, tokenizer, dtype: np.dtype):
-    """Worker processes holding the tokenizer.
-
-    Where the platform can fork (Linux), workers inherit the tokenizer already
-    loaded here (no second load, pages shared); elsewhere each loads its own.
-    ``TOKENIZERS_PARALLELISM=false`` (set in :func:`binarize`) keeps each
-    worker on one core, so ``--workers`` is the number of cores used.
-    """
-    global _WORKER_TOKENIZER, _WORKER_DTYPE
-    if "fork" in multiprocessing.get_all_start_methods():
-        _WORKER_TOKENIZER, _WORKER_DTYPE = tokenizer, dtype
-        return multiprocessing.get_context("fork").Pool(opts.workers, ignore_sigint)
-    return multiprocessing.get_context("spawn").Pool(
-        opts.workers, ignore_sigint, (_init_worker, opts.tokenizer, opts.eod_token, dtype.name))
-
-
 def binarize(opts: BinarizeOptions) -> BinarizeResult:
     """Run the whole pipeline; raises InputError/ValueError for user errors."""
-    from jpcorpus.tokenizer import load_tokenizer
+    from jpcorpus import binarize_stages as stages, partitions, workdir
+    from jpcorpus.engines import make_engine
+    from jpcorpus.engines.progress import StageProgress
+    from jpcorpus.inputs import absolute, describe, expand, size_of
 
     started = time.perf_counter()
-    paths = expand_inputs(opts.inputs)
+    paths = expand(opts.inputs)
     clean_stale(opts.output, family=True)  # temporaries a killed earlier run of this output left
-    # One core per process: parallelism comes from --workers, not from the
-    # tokenizers library's thread pool (see docs/tokenizer.md).
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tokenizer = load_tokenizer(opts.tokenizer, eod_token=opts.eod_token)
+    tokenizer = stages.load_worker_tokenizer(opts.tokenizer, opts.eod_token)  # forked workers share it
     described = tokenizer.describe()
     dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))
     split_names = ["train", "valid"] if opts.valid_fraction > 0 else [None]
-    writers = [
-        SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
-        for name in split_names
-    ]
-    if opts.pack is not None:  # same interface: add(tokens, lengths), close(), abort()
-        from jpcorpus.packing import PackingWriter
-
-        writers = [PackingWriter(w, opts.pack, opts.pack_buffer) for w in writers]
+    work = (Path(opts.work_dir) if opts.work_dir else workdir.default_work_dir(opts.output)).resolve()
+    key = workdir.settings_key(stage="binarize-tokenize", tokenizer=described, dtype=dtype.name,
+                               valid_fraction=opts.valid_fraction, text_key=opts.text_key, id_key=opts.id_key,
+                               encoding=opts.encoding, skip_bad=opts.skip_bad)
+    job = stages.TokenizeJob(opts.tokenizer, opts.eod_token, dtype.name, [n or "all" for n in split_names],
+                             opts.valid_fraction, opts.text_key, opts.id_key, opts.encoding, opts.skip_bad,
+                             opts.batch_chars, str(work / "tokenize"), key)
+    target = opts.partition_bytes or partitions.default_target(sum(size_of(p) for p in paths))
     stats = ReadStats()
     skip_log = _SkipLog(opts.skip_log or f"{opts.output}.skipped.jsonl")
-    docs = iter_documents(
-        paths, text_key=opts.text_key, id_key=opts.id_key, encoding=opts.encoding,
-        skip_bad=opts.skip_bad, stats=stats, on_skip=skip_log.write,
-    )
-    progress = _Progress(opts.progress, stats)
+    writers = []
     try:
-        for tokens, lengths, splits in _tokenized(_batches(docs, opts.batch_chars, opts.valid_fraction), opts, tokenizer, dtype):
-            if len(writers) == 1:
-                writers[0].add(tokens, lengths)
-            else:
-                token_split = np.repeat(splits, lengths)
-                for k, writer in enumerate(writers):
-                    if (splits == k).any():
-                        writer.add(tokens[token_split == k], lengths[splits == k])
-            progress.update(len(lengths), int(tokens.size))
+        (work / "tokenize").mkdir(parents=True, exist_ok=True)
+        with make_engine(opts.engine, opts.workers, ray_address=opts.ray_address, start_method=_start_method()) \
+                as engine, StageProgress(opts.progress) as progress:
+            engine_started = time.perf_counter()
+            done = stages.tokenize_all(engine, job, paths, target, stats, progress)
+            inputs = list(engine.map(describe, [(p, absolute(p)) for p in paths]))
+        tokenized = time.perf_counter()
+        for summary in done:
+            for source, reason, message in summary["skips"]:
+                skip_log.write(InputError(source, reason, message))
         if stats.documents == 0 and not opts.allow_empty:
             raise EmptyResult(empty_message(opts.output, stats, {}, skip_log.path if skip_log.count else None,
                                             "the input"))
-        if len(writers) == 2 and writers[1].documents == 0 and stats.documents:
+        if len(split_names) == 2 and sum(s["documents"][1] for s in done) == 0 and stats.documents:
             raise ValueError(
                 f"the validation split received no documents out of {stats.documents:,} "
                 f"(--valid-fraction {opts.valid_fraction}); raise --valid-fraction or give more input"
             )
+        writers = [SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
+                   for name in split_names]
+        if opts.pack is not None:  # same interface: add(tokens, lengths), close(), abort()
+            from jpcorpus.packing import PackingWriter
+
+            writers = [PackingWriter(w, opts.pack, opts.pack_buffer) for w in writers]
+        with StageProgress(opts.progress) as progress:
+            stages.merge(job, done, writers, progress)
         for writer in writers:
             writer.close()
-    except BaseException:
+    except BaseException as exc:
         for writer in writers:
             writer.abort()
+        if isinstance(exc, (InputError, ValueError, LookupError)) and not opts.work_dir:
+            workdir.remove(work)
         raise
     finally:
-        progress.close()
         skip_log.close()
-    inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
     shards = _write_sidecars(writers, split_names, opts, described, dtype, inputs, stats)
+    if not opts.keep_work:
+        workdir.remove(work)
+    info = {"engine": opts.engine, "nodes_used": len(engine.nodes_used), "partitions": len(done),
+            "reused_partitions": sum(1 for s in done if s.get("reused")), "partition_bytes": target,
+            "engine_start_s": engine_started - started, "tokenize_s": tokenized - engine_started,
+            "merge_s": time.perf_counter() - tokenized}
     return BinarizeResult(shards, stats, described, time.perf_counter() - started, opts.workers,
                           skip_log.path if skip_log.count else None,
-                          [w.summary(n) for w, n in zip(writers, split_names) if opts.pack is not None])
+                          [w.summary(n) for w, n in zip(writers, split_names) if opts.pack is not None], info)
+
+
+def _start_method() -> str:
+    """Fork where the platform can: workers inherit the tokenizer already loaded (pages shared)."""
+    import multiprocessing
+
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _write_sidecars(writers, split_names, opts, described, dtype, inputs, stats) -> list[ShardInfo]:
@@ -321,28 +289,3 @@ class _SkipLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-
-class _Progress:
-    """A tqdm bar on stderr: documents, MB/s and tokens/s."""
-
-    def __init__(self, enabled: bool, stats: ReadStats):
-        self.stats, self.tokens, self.started = stats, 0, time.perf_counter()
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(unit=" docs", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-
-    def update(self, docs: int, tokens: int) -> None:
-        self.tokens += tokens
-        if self.bar is not None:
-            secs = max(time.perf_counter() - self.started, 1e-9)
-            self.bar.set_postfix_str(
-                f"{self.stats.text_bytes / 1e6:,.1f} MB, {self.stats.text_bytes / 1e6 / secs:.2f} MB/s, "
-                f"{self.tokens / secs / 1e3:,.0f}k tok/s", refresh=False)
-            self.bar.update(docs)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

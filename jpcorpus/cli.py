@@ -10,6 +10,7 @@ import click
 
 from jpcorpus import __version__
 from jpcorpus.errors import EXIT_STATUS_HELP, ConventionGroup
+from jpcorpus.engines.cli_options import engine_kwargs, engine_options
 
 
 def _parse_size(value: str | None) -> int | None:
@@ -63,18 +64,22 @@ def main() -> None:
 @click.option("--allow-empty", is_flag=True,
               help="Write 0-document shards when no document is left (else an error, exit 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_options
 def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fraction, workers,
-             max_shard_size, pack, pack_buffer, skip_bad, skip_log, eod_token, allow_empty, quiet) -> None:
+             max_shard_size, pack, pack_buffer, skip_bad, skip_log, eod_token, allow_empty, quiet,
+             **engine) -> None:
     """Tokenize JSONL/text INPUTS into Megatron .bin/.idx shards with a provenance sidecar.
 
-    INPUTS are .jsonl/.jsonl.gz/.jsonl.zst (one JSON object per line) or plain
-    text files (one document per file); globs and directories are expanded.
+    INPUTS are .jsonl/.jsonl.gz/.jsonl.zst (one JSON object per line), Parquet
+    (the --text-key column) or plain text files (one document per file); globs,
+    directories and fsspec URLs are expanded.
     Each document gets the end-of-document token appended.
 
     \b
     Example:
       jpcorpus binarize 'corpus/*.jsonl.gz' -o shards/ja --valid-fraction 0.005 --workers 2
       jpcorpus binarize 'corpus/*.jsonl.gz' -o shards/ja_packed --pack 2048 --valid-fraction 0.005
+      jpcorpus binarize clean/ -o shards/ja --engine ray --ray-address auto --workers 0
     """
     from jpcorpus.binarize import BinarizeOptions, binarize as run
 
@@ -84,6 +89,7 @@ def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fracti
         max_shard_bytes=_parse_size(max_shard_size), pack=pack, pack_buffer=pack_buffer,
         skip_bad=skip_bad, skip_log=skip_log,
         eod_token=eod_token, allow_empty=allow_empty, progress=not quiet, command=["jpcorpus", *sys.argv[1:]],
+        **engine_kwargs(engine),
     )
     click.echo(run(opts).summary())
 

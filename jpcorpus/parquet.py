@@ -61,7 +61,11 @@ def open_parquet(path: str):
         return pa.parquet.ParquetFile(open_raw(path), pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         return InputError(str(path), "truncated_input",
-                          f"not a readable Parquet file ({exc}): it is truncated, or not Parquet")
+                          f"not a readable Parquet file ({_one_line(exc)}): it is truncated, or not Parquet")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def plan_file(path: str, target_bytes: int, text_key: str) -> list[tuple[int, int, int]] | InputError:
@@ -125,7 +129,7 @@ def read_rows(path: str, groups: tuple[int, int, int], text_key: str, id_key: st
             row += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
         yield InputError(f"{path}:{row}", "truncated_input",
-                         f"Parquet data is truncated or corrupt ({exc}); the rows before were read, "
+                         f"Parquet data is truncated or corrupt ({_one_line(exc)}); the rows before were read, "
                          "the rest of these row groups was not")
 
 

@@ -1,7 +1,7 @@
 """The Ray engine: each task of a stage is one Ray task; results are collected in submission order.
 
 ``ray_address=None`` starts a Ray instance on this machine with ``workers`` CPUs
-(and stops it at the end); ``"auto"`` joins the cluster this machine is a node
+(``0``: all of them; stopped at the end); ``"auto"`` joins the cluster this machine is a node
 of; ``"HOST:PORT"`` joins that cluster. On a cluster the tasks run on every
 node's CPUs; ``workers`` bounds the tasks in flight (2 per worker; ``0``: twice
 the cluster's CPUs). Every node must have the same jpcorpus installed and see
@@ -51,7 +51,7 @@ class RayEngine:
         if not ray.is_initialized():
             options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             if address is None:
-                ray.init(num_cpus=max(workers, 1), **options)
+                ray.init(num_cpus=workers or os.cpu_count(), **options)
             else:
                 ray.init(address=address, **options)
             self._owns = True

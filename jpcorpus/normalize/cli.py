@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from jpcorpus.engines.cli_options import engine_kwargs, engine_options
 from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand, EmptyResult
 
 
@@ -30,17 +31,20 @@ from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand, EmptyResult
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--allow-empty", is_flag=True,
               help="Write the output even when no document is left (else that is an error, exit 1).")
+@engine_options
 def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, report_html,
-              progress, allow_empty):
+              progress, allow_empty, **engine):
     """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
 
-    INPUT is JSON Lines (.jsonl, .gz, .zst) or plain text files, globs or folders.
+    INPUT is JSON Lines (.jsonl, .gz, .zst), Parquet or plain text files, globs,
+    folders or fsspec URLs.
 
     \b
     Example:
       jpcorpus normalize raw/*.jsonl.gz -o clean.jsonl.zst --workers 8 \\
           --rejects rejects.jsonl --report report.json --report-html report.html
       jpcorpus normalize old_sjis/*.txt -o clean.jsonl --encoding cp932 --profile web
+      jpcorpus normalize hf_dump/ -o clean.jsonl.zst --engine ray --ray-address auto --workers 0
     """
     from jpcorpus.normalize.pipeline import run_normalize
 
@@ -49,7 +53,7 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
     try:
         result = run_normalize(list(inputs), output, profile=profile, text_key=text_key, id_key=id_key,
                                encoding=encoding, skip_bad=skip_bad, workers=workers, rejects=rejects,
-                               progress=progress, allow_empty=allow_empty)
+                               progress=progress, allow_empty=allow_empty, **engine_kwargs(engine))
     except EmptyResult as exc:  # the counts still say where every document went
         if exc.report is not None:
             _write_report(exc.report, report, report_html)

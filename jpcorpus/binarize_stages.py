@@ -1,0 +1,163 @@
+"""``binarize`` as stages on an engine: tokenize partitions into partial shards, merge them in order.
+
+::
+
+    driver: cut the input into partitions
+    tokenize (a task per partition): end-of-document appended, train/valid by the
+        document's hash, one partial .bin/.idx per split in the work directory
+    driver: the partial shards of each split, in partition order, through the same
+        SplitWriter as ever -> PREFIX(_train/_valid)[_NNNNN].bin/.idx, then sidecars
+
+The split of a document depends only on its id (or text), and the merge streams
+whole documents into :class:`~jpcorpus.split_writer.SplitWriter`, whose shard
+boundaries depend only on document sizes; so the final files are the same bytes
+whatever the engine, the workers or the partitions, with or without
+``--max-shard-size``. The merge is a sequential copy (disk speed, no tokenizing).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jpcorpus import partitions, workdir
+from jpcorpus.engines import Done, cached
+from jpcorpus.indexed_dataset import IndexedDataset, IndexedDatasetWriter, bin_path
+from jpcorpus.readers import InputError, ReadStats
+
+MERGE_TOKENS = 1 << 24  # tokens copied at a time by the merge (64 MB of int32)
+
+
+@dataclass
+class TokenizeJob:
+    """What every tokenize task of a run shares."""
+
+    tokenizer: str
+    eod_token: str | None
+    dtype: str
+    splits: list[str]  # ["all"] or ["train", "valid"]
+    valid_fraction: float
+    text_key: str
+    id_key: str
+    encoding: str
+    skip_bad: bool
+    batch_chars: int
+    folder: str
+    key: str
+
+
+@dataclass
+class TokenizeTask:
+    job: TokenizeJob
+    part: partitions.Partition
+
+
+def name_of(index: int) -> str:
+    return f"p{index:06d}"
+
+
+def marker_key(job: TokenizeJob, part: partitions.Partition) -> str:
+    return f"{job.key}:{part.key}"
+
+
+def load_worker_tokenizer(spec: str, eod_token: str | None):
+    """The tokenizer, once per process (a forked local worker finds the driver's)."""
+    from jpcorpus.tokenizer import load_tokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per process: --workers is the parallelism
+    return cached(("tokenizer", spec, eod_token), lambda: load_tokenizer(spec, eod_token=eod_token))
+
+
+def tokenize_partition(task: TokenizeTask) -> dict:
+    """Tokenize one partition into one partial shard per split; returns its summary."""
+    from jpcorpus.binarize import encode_with_eod, split_of
+
+    job, part = task.job, task.part
+    tokenizer = load_worker_tokenizer(job.tokenizer, job.eod_token)
+    dtype = np.dtype(job.dtype)
+    folder = Path(job.folder)
+    writers = [IndexedDatasetWriter(folder / f"{name_of(part.index)}.{split}", dtype) for split in job.splits]
+    stats, skips = ReadStats(), []
+    try:
+        texts, splits, size = [], [], 0
+        for item in partitions.read(part, job.text_key, job.id_key, job.encoding, stats):
+            if isinstance(item, InputError):
+                if not job.skip_bad:
+                    for writer in writers:
+                        writer.abort()
+                    return {"index": part.index, "error": [item.source, item.reason, item.message]}
+                stats.skipped[item.reason] += 1
+                skips.append([item.source, item.reason, item.message])
+                continue
+            texts.append(item.text)
+            splits.append(split_of(item.id if item.id is not None else item.text, job.valid_fraction))
+            size += len(item.text)
+            if size >= job.batch_chars:
+                _add(writers, *encode_with_eod(tokenizer, texts, dtype), np.array(splits, dtype=np.int8))
+                texts, splits, size = [], [], 0
+        if texts:
+            _add(writers, *encode_with_eod(tokenizer, texts, dtype), np.array(splits, dtype=np.int8))
+        for writer in writers:
+            writer.finalize()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    summary = {"index": part.index, "error": None, "documents": [w.documents for w in writers],
+               "tokens": [w.tokens for w in writers], "read": stats.as_dict(), "skips": skips}
+    workdir.mark_done(folder, name_of(part.index), marker_key(job, part), summary)
+    return summary
+
+
+def _add(writers: list[IndexedDatasetWriter], tokens: np.ndarray, lengths: np.ndarray, splits: np.ndarray) -> None:
+    if len(writers) == 1:
+        writers[0].add_documents(tokens, lengths)
+        return
+    token_split = np.repeat(splits, lengths)
+    for k, writer in enumerate(writers):
+        if (splits == k).any():
+            writer.add_documents(tokens[token_split == k], lengths[splits == k])
+
+
+def tokenize_all(engine, job: TokenizeJob, paths: list[str], target: int, stats: ReadStats, progress) -> list[dict]:
+    """The tokenize stage over every partition (finished ones reused), summaries in input order."""
+    folder = Path(job.folder)
+
+    def tasks():
+        for part in partitions.plan(paths, target, job.text_key, stats):
+            summary = workdir.finished(folder, name_of(part.index), marker_key(job, part))
+            yield Done(dict(summary, reused=True)) if summary else TokenizeTask(job, part)
+
+    progress.stage("tokenize", None, "docs")
+    done = []
+    for summary in engine.map(tokenize_partition, tasks()):
+        if summary["error"] is not None:
+            raise InputError(*summary["error"])
+        read = summary["read"]
+        stats.documents += read["documents"]
+        stats.text_bytes += read["text_bytes"]
+        stats.skipped.update(read["skipped"])
+        done.append(summary)
+        progress.advance(read["documents"], read["text_bytes"], f"{sum(summary['tokens']):,} tokens")
+    return done
+
+
+def merge(job: TokenizeJob, done: list[dict], writers: list, progress) -> None:
+    """Stream every partition's partial shards, in order, into the final writers (one per split)."""
+    progress.stage("merge", sum(sum(s["tokens"]) for s in done), "tokens")
+    for summary in done:
+        for split, writer in zip(job.splits, writers):
+            prefix = Path(job.folder) / f"{name_of(summary['index'])}.{split}"
+            lengths = np.asarray(IndexedDataset(prefix).lengths)
+            data = np.memmap(bin_path(prefix), dtype=writer.dtype, mode="r") if len(lengths) else None
+            ends = np.cumsum(lengths, dtype=np.int64)
+            start_doc, start_tok = 0, 0
+            while start_doc < len(lengths):
+                stop = max(start_doc + 1, int(np.searchsorted(ends, start_tok + MERGE_TOKENS, side="right")))
+                stop_tok = int(ends[stop - 1])
+                writer.add(np.asarray(data[start_tok:stop_tok]), lengths[start_doc:stop])
+                progress.advance(stop_tok - start_tok)
+                start_doc, start_tok = stop, stop_tok
