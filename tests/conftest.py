@@ -78,3 +78,18 @@ def tiny_transformer_config():
         return TransformerConfig(**(base | overrides))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on this machine (1 CPU each), joined by this process; torn down at the end."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'jpcorpus[ray]')")
+    from ray_cluster import local_cluster
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # as the cluster's nodes (tests/ray_cluster.py)
+    with local_cluster(nodes=2, cpus=1) as cluster:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()

@@ -28,6 +28,7 @@ class LocalEngine:
         self.workers = workers
         self.parallelism = workers
         self.nodes = 1
+        self.nodes_used = {"local"}
         self._start_method = start_method
         self._pool = None
 

@@ -28,7 +28,9 @@ MAX_RETRIES = 4
 
 
 def _invoke(fn: Callable, item):
-    return fn(item)
+    import ray
+
+    return fn(item), ray.get_runtime_context().get_node_id()
 
 
 def _import_ray():
@@ -59,7 +61,11 @@ class RayEngine:
         self.workers = workers
         self.parallelism = max(1, workers if workers > 0 else cpus)
         self.nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        self._remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_invoke)
+        self.nodes_used: set[str] = set()  # the nodes that ran at least one task
+        # SPREAD: tasks go round the nodes instead of filling the driver's node first (the data of a
+        # task is its partition's bytes or a file on the shared work directory, not a local object)
+        self._remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False,
+                                  scheduling_strategy="SPREAD")(_invoke)
 
     def __enter__(self) -> "RayEngine":
         return self
@@ -88,7 +94,11 @@ class RayEngine:
 
     def _take(self, pending: deque):
         ref = pending.popleft()
-        return ref.result if isinstance(ref, Done) else self._ray.get(ref)
+        if isinstance(ref, Done):
+            return ref.result
+        result, node = self._ray.get(ref)
+        self.nodes_used.add(node)
+        return result
 
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():

@@ -78,6 +78,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
     report.seconds = time.perf_counter() - started
     report.dedup_memory_bytes = dedup.peak_task_bytes
     report.engine = {"engine": engine, "parallelism": eng.parallelism, "nodes": eng.nodes,
+                     "nodes_used": len(eng.nodes_used),
                      "partitions": len(done), "reused_partitions": sum(1 for s in done if s.get("reused")),
                      "partition_bytes": target, "dedup": dedup.steps}
     if not keep_work:
