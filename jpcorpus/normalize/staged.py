@@ -62,14 +62,18 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
     try:
         (work / "clean").mkdir(parents=True, exist_ok=True)
         with make_engine(engine, workers, ray_address=ray_address) as eng, StageProgress(progress) as bar:
+            clock = {"engine_start": time.perf_counter() - started}
             stats = ReadStats()
             counts = [StepCount(c.step, c.kind) for c in _step_counts(steps)]
             done = _clean(eng, job, paths, target, text_key, stats, counts, bar)
+            clock["clean"] = time.perf_counter() - started - sum(clock.values())
             dedup = dedup_stages.run(eng, work / "clean", work / "dedup", [s["kept"] for s in done], specs,
                                      dedup_task_bytes, bar)
+            clock["dedup"] = time.perf_counter() - started - sum(clock.values())
             report = RunReport(profile, workers, {}, counts + [StepCount(s.name, "dedup") for s in specs])
             bar.stage("write", sum(s["items"] for s in done), "docs")
             _write(work, done, specs, report, output, rejects, bar)
+            clock["write"] = time.perf_counter() - started - sum(clock.values())
     except (InputError, ValueError, LookupError):
         if not work_dir:
             workdir.remove(work)
@@ -80,7 +84,8 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
     report.engine = {"engine": engine, "parallelism": eng.parallelism, "nodes": eng.nodes,
                      "nodes_used": len(eng.nodes_used),
                      "partitions": len(done), "reused_partitions": sum(1 for s in done if s.get("reused")),
-                     "partition_bytes": target, "dedup": dedup.steps}
+                     "partition_bytes": target, "seconds": {k: round(v, 3) for k, v in clock.items()},
+                     "dedup": dedup.steps}
     if not keep_work:
         workdir.remove(work)
     return report

@@ -1,0 +1,321 @@
+"""Scaling of ``normalize`` and ``binarize`` over workers and engines, and the deduplication stages at size.
+
+    python bench/scale.py                                   # everything, on a 16-core host (~30-40 min)
+    python bench/scale.py --workers 1,2 --limit-mb 8 --dedup-docs 200000   # a 2-core VM (~15 min)
+
+Part 1, scaling: for each corpus (the 100 MB Aozora book corpus, Wikinews), command
+(normalize with the default profile, binarize with the built-in Qwen2.5 tokenizer),
+engine (local, ray: a Ray instance started by the run with --workers CPUs) and
+worker count, one fresh process runs the command; the table gives MB/s of input
+text over the stages (the engine's start, Ray's ~5-10 s, is shown apart),
+the scaling efficiency (MB/s / (workers x the same engine's MB/s at 1 worker)),
+the ratio to the local engine at 1 worker measured in the same run, and the peak
+RSS of the driver and of the largest worker process (psutil, polled every 0.1 s).
+
+Part 2, deduplication: a synthetic corpus of --dedup-docs short documents
+(~200 characters of random words from a 20,000-word vocabulary), of which
+--near-share are edited copies of an earlier document (0.5-2% of characters
+replaced, half with a phrase added: 5-gram Jaccard ~0.8-0.95), 2% exact copies,
+and 5% sharing an 80-character header (a boilerplate near-miss, Jaccard < 0.5,
+that must not be dropped). It runs ``normalize`` with exact_dedup + near_dedup
+only and reports seconds per stage, the recall and precision of the documents
+dropped against the known copies, the peak task memory and the peak RSS.
+
+Needs: jpcorpus's dependencies, ray, psutil (and pyarrow is not needed). Corpora
+from --corpus-dir (default ../shared/corpus beside the checkout). Writes JSON
+with every figure to --out. Prints Markdown tables for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+CORPORA = {"aozora": "aozora_bench_100mb.jsonl.gz", "wikinews": "wikinews_ja.jsonl.gz"}
+
+
+def child(spec: dict) -> dict:
+    """One measured run, in this (fresh) process."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    common = dict(engine=spec["engine"], workers=spec["workers"], partition_bytes=spec.get("partition_bytes"))
+    if spec["command"] == "binarize":
+        from jpcorpus.binarize import BinarizeOptions, binarize
+
+        result = binarize(BinarizeOptions(inputs=[spec["input"]], output=spec["output"], progress=False, **common))
+        e = result.engine
+        return {"text_bytes": result.stats.text_bytes, "documents": result.stats.documents,
+                "seconds": result.seconds, "engine_start": e["engine_start_s"], "stages": e}
+    from jpcorpus.normalize.pipeline import run_normalize
+
+    report = run_normalize([spec["input"]], spec["output"], profile=spec.get("profile", "default"),
+                           rejects=spec.get("rejects"), **common).as_dict()
+    return {"text_bytes": report["read"]["text_bytes"], "documents": report["docs_in"], "seconds": report["seconds"],
+            "engine_start": report["engine"]["seconds"]["engine_start"], "stages": report["engine"],
+            "docs_out": report["docs_out"], "dedup_memory_bytes": report["dedup_memory_bytes"]}
+
+
+def measure(spec: dict, tmp: Path) -> dict:
+    """Run ``child(spec)`` in a fresh process; add wall time and the peak RSS per process."""
+    import psutil
+
+    out = tmp / "result.json"
+    # RAY_AUTH_MODE: the run's own Ray instance listens on this host only; no token written to ~/.ray
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false", RAY_AUTH_MODE="disabled")
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--child-out", str(out)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    peaks: dict[int, tuple[str, int]] = {}
+    me = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            for p in [me, *me.children(recursive=True)]:
+                rss = p.memory_info().rss
+                if rss > peaks.get(p.pid, ("", 0))[1]:
+                    peaks[p.pid] = (" ".join(p.cmdline()[:2])[:60], rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        time.sleep(0.1)
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed: {spec}")
+    result = json.loads(out.read_text())
+    result["wall"] = time.perf_counter() - started
+    result["driver_rss"] = peaks.get(proc.pid, ("", 0))[1]
+    workers = [rss for pid, (name, rss) in peaks.items() if pid != proc.pid and not _system(name)]
+    result["worker_rss"] = max(workers, default=0)
+    result["system_rss"] = max((rss for pid, (name, rss) in peaks.items() if _system(name)), default=0)
+    return result
+
+
+def _system(name: str) -> bool:
+    return any(k in name for k in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "ray.util",
+                                   "runtime_env", "agent"))
+
+
+def slice_corpus(source: Path, limit_mb: float, dest: Path) -> Path:
+    """Whole records of ``source`` up to ``limit_mb`` MB of JSON lines (0: the file itself)."""
+    if not limit_mb:
+        return source
+    size = 0
+    with gzip.open(source, "rb") as src, open(dest, "wb") as out:
+        for line in src:
+            if size + len(line) > limit_mb * 1e6 and size:
+                break
+            out.write(line)
+            size += len(line)
+    return dest
+
+
+# ------------------------------------------------------------------ part 2: synthetic corpus
+
+
+def synthetic(path: Path, n: int, near_share: float, seed: int = 1) -> dict:
+    """Write ``n`` short documents; ``copy_of`` marks the near and exact copies (the ground truth).
+
+    Every document is a function of (seed, its number) alone (:func:`_document`), so
+    chunks are written by a process pool and memory stays flat whatever ``n``.
+    """
+    from multiprocessing import Pool
+
+    chunk = 50_000
+    parts = [(seed, near_share, start, min(start + chunk, n), f"{path}.{start:012d}") for start in range(0, n, chunk)]
+    counts = {"near": 0, "exact": 0, "header": 0}
+    with Pool() as pool, open(path, "wb") as out:
+        for part, got in zip(parts, pool.imap(_write_chunk, parts)):
+            with open(part[-1], "rb") as f:
+                while block := f.read(1 << 24):
+                    out.write(block)
+            os.unlink(part[-1])
+            for key in counts:
+                counts[key] += got[key]
+    return counts
+
+
+KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん"
+KANJI = "日本語文書時間会社自分問題学校世界国家社会経済政治研究技術情報地域生活文化歴史自然"
+_VOCAB: dict = {}
+
+
+def _vocab(seed: int) -> tuple[list[str], str]:
+    if seed not in _VOCAB:
+        rng = random.Random(seed)
+        words = ["".join(rng.choice(KANJI if rng.random() < 0.4 else KANA) for _ in range(rng.randint(1, 4)))
+                 for _ in range(20000)]
+        _VOCAB[seed] = (words, "".join(rng.choice(KANA) for _ in range(80)))
+    return _VOCAB[seed]
+
+
+def _write_chunk(args) -> dict:
+    seed, near_share, start, stop, path = args
+    counts = {"near": 0, "exact": 0, "header": 0}
+    with open(path, "w", encoding="utf-8") as out:
+        for k in range(start, stop):
+            text, copy_of, kind = _document(seed, near_share, k)
+            counts[kind] = counts.get(kind, 0) + 1
+            out.write(json.dumps({"id": k, "text": text, "copy_of": copy_of}, ensure_ascii=False) + "\n")
+    return counts
+
+
+def _kind(seed: int, near_share: float, k: int) -> str:
+    r = random.Random(seed * 2_000_000_011 + 2 * k + 1).random()
+    return "orig" if k == 0 or r >= near_share + 0.02 else ("near" if r < near_share else "exact")
+
+
+def _document(seed: int, near_share: float, k: int) -> tuple[str, int | None, str]:
+    """Document ``k``: an original, or an edited or exact copy of an earlier original."""
+    vocab, header = _vocab(seed)
+    kind = _kind(seed, near_share, k)
+    if kind == "orig":
+        text = _original(seed, k, vocab, header)
+        return text, None, "header" if text.startswith(header) else "orig"
+    rng = random.Random(seed * 3_000_000_019 + k)
+    source = rng.randrange(k)
+    while _kind(seed, near_share, source) != "orig":
+        source = rng.randrange(k) if source == 0 else source - 1
+    text = _original(seed, source, vocab, header)
+    return (_edit(text, rng) if kind == "near" else text), source, kind
+
+
+def _original(seed: int, k: int, vocab: list[str], header: str) -> str:
+    rng = random.Random(seed * 1_000_000_007 + k)
+    words = rng.choices(vocab, k=rng.randint(50, 90))
+    for i in range(7, len(words), 8):
+        words[i] += "。" if rng.random() < 0.5 else "、"
+    text = "".join(words)
+    return header + text if rng.random() < 0.05 else text
+
+
+def _edit(text: str, rng: random.Random) -> str:
+    chars = list(text)
+    for _ in range(max(1, round(len(chars) * rng.uniform(0.005, 0.02)))):
+        chars[rng.randrange(len(chars))] = rng.choice(KANA)
+    text = "".join(chars)
+    return text + "以上、よろしくお願いします。" if rng.random() < 0.5 else text
+
+
+def dedup_quality(rejects: Path, counts: dict) -> dict:
+    true_pos = false_pos = 0
+    with open(rejects, encoding="utf-8") as f:
+        for line in f:
+            if '"filter": "exact_dedup"' in line or '"filter": "near_dedup"' in line:
+                if line.rstrip().endswith('"copy_of": null}}'):
+                    false_pos += 1
+                else:
+                    true_pos += 1
+    copies = counts["near"] + counts["exact"]
+    dropped = true_pos + false_pos
+    return {"recall": true_pos / copies if copies else 1.0, "precision": true_pos / dropped if dropped else 1.0,
+            "dropped": dropped, "copies": copies}
+
+
+# ------------------------------------------------------------------ tables
+
+
+def scaling_table(rows: list[dict]) -> str:
+    lines = ["| corpus | command | engine | workers | MB/s | efficiency | vs local 1 | engine start s | "
+             "driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = next(x for x in rows if x["corpus"] == r["corpus"] and x["command"] == r["command"]
+                    and x["engine"] == r["engine"] and x["workers"] == min(
+                        y["workers"] for y in rows if y["engine"] == r["engine"]))
+        local1 = next((x for x in rows if x["corpus"] == r["corpus"] and x["command"] == r["command"]
+                       and x["engine"] == "local" and x["workers"] == 1), base)
+        eff = r["mbps"] / (base["mbps"] * r["workers"] / base["workers"])
+        lines.append(f"| {r['corpus']} | {r['command']} | {r['engine']} | {r['workers']} | {r['mbps']:.2f} | "
+                     f"{eff:.0%} | {r['mbps'] / local1['mbps']:.2f}x | {r['engine_start']:.1f} | "
+                     f"{r['driver_rss'] / 1e6:,.0f} | {r['worker_rss'] / 1e6:,.0f} |")
+    return "\n".join(lines)
+
+
+def dedup_table(rows: list[dict]) -> str:
+    lines = ["| docs | engine | workers | clean s | exact s | near s | write s | recall | precision | "
+             "peak task MB | driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sec = r["stages"]["seconds"]
+        steps = {s["step"]: s for s in r["stages"]["dedup"]}
+        lines.append(f"| {r['documents']:,} | {r['engine']} | {r['workers']} | {sec['clean']:.1f} | "
+                     f"{steps['exact_dedup']['seconds']:.1f} | {steps['near_dedup']['seconds']:.1f} | "
+                     f"{sec['write']:.1f} | {r['recall']:.4f} | {r['precision']:.4f} | "
+                     f"{r['dedup_memory_bytes'] / 1e6:,.0f} | {r['driver_rss'] / 1e6:,.0f} | {r['worker_rss'] / 1e6:,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus-dir", type=Path, default=REPO.parent / "shared" / "corpus")
+    ap.add_argument("--corpora", default="aozora,wikinews")
+    ap.add_argument("--commands", default="normalize,binarize")
+    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--workers", default="1,2,4,8,16")
+    ap.add_argument("--limit-mb", type=float, default=0, help="first MB of each corpus (0: all of it)")
+    ap.add_argument("--partition-size", type=float, default=1, help="MB of input per task")
+    ap.add_argument("--dedup-docs", type=int, default=10_000_000)
+    ap.add_argument("--near-share", type=float, default=0.2)
+    ap.add_argument("--dedup-workers", default=None, help="worker counts for part 2 [default: the largest of --workers]")
+    ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--skip-dedup", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("scale_results.json"))
+    ap.add_argument("--tmp", type=Path, default=None, help="scratch folder (needs ~3x the corpus; 10M docs: ~15 GB)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        Path(args.child_out).write_text(json.dumps(child(json.loads(args.child))))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="jpscale", dir=args.tmp))
+    workers = [int(w) for w in args.workers.split(",")]
+    engines = args.engines.split(",")
+    results = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "load_before": os.getloadavg(), "scaling": [], "dedup": []}
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
+    if not args.skip_scaling:
+        for corpus in args.corpora.split(","):
+            src = slice_corpus(args.corpus_dir / CORPORA[corpus], args.limit_mb, tmp / f"{corpus}.jsonl")
+            for command in args.commands.split(","):
+                for engine in engines:
+                    for w in workers:
+                        spec = {"command": command, "engine": engine, "workers": w, "input": str(src),
+                                "output": str(tmp / ("out.jsonl" if command == "normalize" else "shard")),
+                                "partition_bytes": int(args.partition_size * 1e6)}
+                        r = measure(spec, tmp) | {"corpus": corpus, "command": command, "engine": engine, "workers": w}
+                        r["mbps"] = r["text_bytes"] / 1e6 / max(r["seconds"] - r["engine_start"], 1e-9)
+                        results["scaling"].append(r)
+                        print(f"{corpus} {command} {engine} x{w}: {r['mbps']:.2f} MB/s, wall {r['wall']:.1f} s, "
+                              f"driver {r['driver_rss'] / 1e6:.0f} MB, worker {r['worker_rss'] / 1e6:.0f} MB", flush=True)
+                        args.out.write_text(json.dumps(results, indent=1))
+        print(scaling_table(results["scaling"]))
+    if not args.skip_dedup:
+        path = tmp / "synthetic.jsonl"
+        counts = synthetic(path, args.dedup_docs, args.near_share)
+        results["synthetic"] = counts | {"bytes": path.stat().st_size}
+        profile = tmp / "dedup.yaml"
+        profile.write_text("steps:\n  - exact_dedup: {}\n  - near_dedup: {}\n", encoding="utf-8")
+        for engine in engines:
+            for w in [int(x) for x in (args.dedup_workers or str(max(workers))).split(",")]:
+                spec = {"command": "normalize", "engine": engine, "workers": w, "input": str(path),
+                        "output": str(tmp / "dedup_out.jsonl"), "rejects": str(tmp / "dedup_rej.jsonl"),
+                        "profile": str(profile), "partition_bytes": int(args.partition_size * 1e6)}
+                r = measure(spec, tmp) | {"engine": engine, "workers": w}
+                r |= dedup_quality(tmp / "dedup_rej.jsonl", counts)
+                results["dedup"].append(r)
+                print(f"dedup {engine} x{w}: recall {r['recall']:.4f} precision {r['precision']:.4f} "
+                      f"wall {r['wall']:.1f} s", flush=True)
+                args.out.write_text(json.dumps(results, indent=1))
+        print(dedup_table(results["dedup"]))
+    results["load_after"] = os.getloadavg()
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"# load after {os.getloadavg()}; every figure in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
