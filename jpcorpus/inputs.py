@@ -103,9 +103,15 @@ def sha256_of(path: str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def describe(path: str) -> dict:
-    """``{path, bytes, sha256}`` of one input, as the binarize sidecar lists it (a stage of its own)."""
-    return {"path": path, "bytes": size_of(path), "sha256": sha256_of(path)}
+def absolute(path: str) -> str:
+    """Where a worker finds ``path``: its cwd need not be the driver's (messages keep the path as given)."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def describe(path_and_location: tuple[str, str]) -> dict:
+    """``{path, bytes, sha256}`` of one input, as the binarize sidecar lists it (a task of its own)."""
+    path, location = path_and_location
+    return {"path": path, "bytes": size_of(location), "sha256": sha256_of(location)}
 
 
 def identity(path: str) -> str:

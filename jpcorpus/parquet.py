@@ -107,15 +107,17 @@ def _column_problem(schema, text_key: str, path: str) -> InputError | None:
     return None
 
 
-def read_rows(path: str, groups: tuple[int, int, int], text_key: str, id_key: str,
-              stats: ReadStats) -> Iterator[Document | InputError]:
-    """The documents of row groups ``groups[0]:groups[1]`` of ``path``, the first being row ``groups[2]``."""
+def read_rows(location: str, groups: tuple[int, int, int], text_key: str, id_key: str,
+              stats: ReadStats, name: str | None = None) -> Iterator[Document | InputError]:
+    """The documents of row groups ``groups[0]:groups[1]`` of the file at ``location``, the first being
+    row ``groups[2]``; sources and messages name it ``name`` (the path as the user gave it)."""
     pa = _pyarrow()
     import pyarrow.compute as pc
 
-    pf = open_parquet(path)
+    path = name or location
+    pf = open_parquet(location)
     if isinstance(pf, InputError):
-        yield pf
+        yield InputError(path, pf.reason, pf.message)
         return
     start, stop, row = groups
     plain = {field.name for field in pf.schema_arrow if _is_plain(pa, field.type)}

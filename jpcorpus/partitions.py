@@ -33,7 +33,7 @@ from typing import Iterator
 
 from jpcorpus import parquet
 from jpcorpus.document import Document
-from jpcorpus.inputs import identity, open_decompressed
+from jpcorpus.inputs import absolute, identity, open_decompressed
 from jpcorpus.readers import (InputError, ReadStats, damage_error, damage_errors, is_jsonl, jsonl_records,
                               plain_records)
 
@@ -53,6 +53,7 @@ class Partition:
     data: bytes | None = None
     error: tuple[str, str, str] | None = None  # (source, reason, message), after the data
     key: str = ""  # hash of what the partition covers: a finished partition is reused only if it matches
+    location: str = ""  # parquet: where a worker opens the file (absolute); ``path`` is kept for messages
 
     def size(self) -> int:
         return len(self.data) if self.data is not None else 0
@@ -142,7 +143,8 @@ def _parquet(path: str, target: int, text_key: str) -> Iterator[Partition]:
         return
     ident = identity(path)
     for groups in runs:
-        yield Partition(0, path, "parquet", groups=groups, key=_key("parquet", ident, groups, text_key))
+        yield Partition(0, path, "parquet", groups=groups, key=_key("parquet", ident, groups, text_key),
+                        location=absolute(path))
 
 
 def read(part: Partition, text_key: str, id_key: str, encoding: str,
@@ -153,7 +155,7 @@ def read(part: Partition, text_key: str, id_key: str, encoding: str,
     elif part.kind == "text":
         items = plain_records(part.data, part.path, encoding, stats)
     elif part.kind == "parquet":
-        items = parquet.read_rows(part.path, part.groups, text_key, id_key, stats)
+        items = parquet.read_rows(part.location, part.groups, text_key, id_key, stats, name=part.path)
     else:
         items = iter(())
     for item in items:

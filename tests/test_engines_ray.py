@@ -71,15 +71,17 @@ def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path,
     assert ray == local and len(local) >= 4
 
 
-def test_parquet_through_ray(ray_cluster, tmp_path):
+def test_parquet_through_ray_with_relative_paths(ray_cluster, tmp_path, monkeypatch):
+    """The workers' current directory is not the driver's: relative inputs and outputs still work."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     records = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
     pq.write_table(pa.table({"text": [r["text"] for r in records], "label": [r["label"] for r in records]}),
                    tmp_path / "in.parquet", row_group_size=8)
-    _invoke("normalize", tmp_path / "in.parquet", "-o", tmp_path / "l.jsonl")
-    _invoke("normalize", tmp_path / "in.parquet", "-o", tmp_path / "r.jsonl", "--engine", "ray",
+    monkeypatch.chdir(tmp_path)
+    _invoke("normalize", "in.parquet", "-o", "l.jsonl")
+    _invoke("normalize", "in.parquet", "-o", "r.jsonl", "--engine", "ray",
             "--ray-address", ray_cluster.address, "--workers", "2", "--partition-size", "1")
     assert (tmp_path / "r.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
     assert len((tmp_path / "l.jsonl").read_text(encoding="utf-8").splitlines()) == 32

@@ -53,7 +53,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
     steps, dedups = build_steps(loaded)  # validates the profile before any work
     specs = [dedup_stages.spec_of(d) for d in dedups]
     codecs.lookup(encoding)
-    work = Path(work_dir) if work_dir else workdir.default_work_dir(output)
+    work = (Path(work_dir) if work_dir else workdir.default_work_dir(output)).resolve()  # workers: other cwd
     target = partition_bytes or partitions.default_target(sum(size_of(p) for p in paths))
     key = workdir.settings_key(stage="normalize-clean", profile=loaded, text_key=text_key, id_key=id_key,
                                encoding=encoding, skip_bad=skip_bad)
