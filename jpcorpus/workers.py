@@ -44,11 +44,13 @@ def ignore_sigint(initializer: Callable[..., None] | None = None, *args: Any) ->
         initializer(*args)
 
 
-def ordered_map(pool, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+def ordered_map(pool, fn: Callable, items: Iterable, ahead: int, close: bool = True) -> Iterator:
     """Yield ``fn(item)`` for every item, in order, computed by ``pool``.
 
     At most ``ahead`` items are in flight. The pool is closed and joined when
     the generator ends, raises or is closed; the caller must not use it after.
+    With ``close=False`` the items already sent are waited for and the pool is
+    left open for the next call (the caller closes it, as :meth:`close_pool`).
     """
     pending: deque = deque()
     with _DeferredSigint() as interrupted:
@@ -65,10 +67,19 @@ def ordered_map(pool, fn: Callable, items: Iterable, ahead: int) -> Iterator:
                 interrupted.raise_if_set()
                 yield result
         finally:
-            pool.close()
+            if close:
+                pool.close()
             for job in pending:  # already sent: let them finish so the pool shuts down cleanly
                 job.wait()
-            pool.join()
+            if close:
+                pool.join()
+
+
+def close_pool(pool) -> None:
+    """Close and join a pool left open by ``ordered_map(..., close=False)``, SIGINT held meanwhile."""
+    with _DeferredSigint():
+        pool.close()
+        pool.join()
 
 
 class _DeferredSigint:

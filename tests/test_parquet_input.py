@@ -149,7 +149,7 @@ def test_a_damaged_row_group_keeps_the_rows_before(tmp_path):
 
 def test_fsspec_url_reads_the_same(tmp_path):
     pytest.importorskip("fsspec")
-    path = _write(tmp_path / "in.parquet", RECORDS)
+    _write(tmp_path / "in.parquet", RECORDS)
     shutil.copy(DATA / "golden_in.jsonl", tmp_path / "g.jsonl")
     for name in ("in.parquet", "g.jsonl"):
         url = f"file://{tmp_path / name}"
