@@ -71,7 +71,8 @@ def measure(spec: dict, tmp: Path) -> dict:
 
     out = tmp / "result.json"
     # RAY_AUTH_MODE: the run's own Ray instance listens on this host only; no token written to ~/.ray
-    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false", RAY_AUTH_MODE="disabled")
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # keep a --target site
+    env = dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="false", RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--child-out", str(out)]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
@@ -218,6 +219,35 @@ def dedup_quality(rejects: Path, counts: dict) -> dict:
             "dropped": dropped, "copies": copies}
 
 
+# ------------------------------------------------------------------ part 3: what the driver does alone
+
+
+def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
+    """Rates of the driver's own work: cutting JSON Lines into partitions, the near-duplicate decision."""
+    import numpy as np
+
+    from jpcorpus import dedup_stages, partitions
+    from jpcorpus.readers import ReadStats
+
+    out = {}
+    for name, path in (("plan_gz", jsonl_gz), ("plan_plain", synthetic_path)):
+        if path is None or not Path(path).is_file():
+            continue
+        started, size = time.perf_counter(), 0
+        for part in partitions.plan([str(path)], 1 << 20, "text", ReadStats()):
+            size += part.size()
+        out[f"{name}_mb_s"] = size / 1e6 / (time.perf_counter() - started)
+    rng = np.random.default_rng(0)
+    n, edges = 4_000_000, 2_000_000
+    j = np.sort(rng.integers(1, n, edges))
+    i = (j - rng.integers(1, 1000, edges)).clip(0)
+    status = np.zeros(n, dtype=np.uint8)
+    started = time.perf_counter()
+    dedup_stages.decide(i, j, status, 0, n, 2)
+    out["decide_edges_s"] = edges / (time.perf_counter() - started)
+    return out
+
+
 # ------------------------------------------------------------------ tables
 
 
@@ -312,6 +342,10 @@ def main() -> None:
                       f"wall {r['wall']:.1f} s", flush=True)
                 args.out.write_text(json.dumps(results, indent=1))
         print(dedup_table(results["dedup"]))
+    if not args.skip_dedup or not args.skip_scaling:
+        results["driver"] = driver_rates(args.corpus_dir / CORPORA["aozora"],
+                                         tmp / "synthetic.jsonl" if not args.skip_dedup else None)
+        print("driver alone: " + ", ".join(f"{k} {v:,.1f}" for k, v in results["driver"].items()))
     results["load_after"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1))
     print(f"# load after {os.getloadavg()}; every figure in {args.out}")
