@@ -55,6 +55,7 @@ MIN_BUCKETS = 32  # reduce tasks at least: enough to spread a mid-size corpus ov
 WINDOW_DOCS = 1 << 24  # documents decided per window (their edges are in memory at once)
 PAIR_CHUNK = 1 << 21  # candidate pairs generated and verified at a time
 RECORD_BYTES = 16
+SIGNATURE_BYTES = 224  # 112 values x 16 bits, per document, while a map task gathers them
 
 
 @dataclass
@@ -126,11 +127,16 @@ class MapTask:
     starts: list[int]  # g of each partition's first document
     counts: list[int]
     buckets: int
+    signatures: bool = False  # near with verify: also gather the range's signatures into one file
 
 
 def shuffle_map(task: MapTask) -> int:
-    """Write the ``(key, g)`` records of a range of partitions, grouped by bucket; returns how many."""
-    keys, gs = [], []
+    """Write the ``(key, g)`` records of a range of partitions, grouped by bucket; returns how many.
+
+    With ``signatures``, the signatures of the range's documents go into one file
+    too, so that a reduce task opens one file per range, not one per partition.
+    """
+    keys, gs, sigs = [], [], []
     for part, start, count in zip(task.partitions, task.starts, task.counts):
         if count == 0:
             continue
@@ -139,6 +145,10 @@ def shuffle_map(task: MapTask) -> int:
         g = np.arange(start, start + count, dtype=np.uint64)[alive]
         keys.append(k.reshape(-1))
         gs.append(np.repeat(g, k.shape[1]))
+        if task.signatures:
+            sigs.append(load_array(_sig_path(Path(task.parts), part, task.d)))
+    if sigs:
+        save_array(Path(task.folder) / f"s{task.r:05d}.npy", np.concatenate(sigs))
     key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
     g = np.concatenate(gs) if gs else np.empty(0, np.uint64)
     bucket = (key % np.uint64(task.buckets)).astype(np.int64)
@@ -153,13 +163,12 @@ def shuffle_map(task: MapTask) -> int:
 
 @dataclass
 class ReduceTask:
-    parts: str
     folder: str
     d: int
     b: int
     ranges: int
     spec: DedupSpec
-    offsets: list[int]  # g of each partition's first document, and the total at the end
+    range_starts: list[int]  # g of each map range's first document, and the total at the end
     windows: list[int] = field(default_factory=list)  # g where each decision window starts, and the total
 
 
@@ -198,7 +207,7 @@ def _near_edges(task: ReduceTask, g: np.ndarray, starts: np.ndarray, stats: dict
     group_start = np.repeat(starts, sizes)
     per = np.minimum(np.arange(len(g)) - group_start, task.spec.max_candidates)  # pairs of each element
     ends = np.cumsum(per)
-    store = _Signatures(Path(task.parts), task.d, np.array(task.offsets, dtype=np.int64)) if task.spec.verify else None
+    store = _Signatures(Path(task.folder), np.array(task.range_starts, dtype=np.int64)) if task.spec.verify else None
     found = []
     lo = 0
     while lo < len(g):
@@ -227,26 +236,24 @@ def _near_edges(task: ReduceTask, g: np.ndarray, starts: np.ndarray, stats: dict
 
 
 class _Signatures:
-    """Signature rows by document number, read from the partitions' memory-mapped files."""
+    """Signature rows by document number, read from the map ranges' memory-mapped files."""
 
-    def __init__(self, folder: Path, d: int, offsets: np.ndarray):
-        self.folder, self.d, self.offsets = folder, d, offsets
+    def __init__(self, folder: Path, starts: np.ndarray):
+        self.folder, self.starts = folder, starts
         self._open: dict[int, np.ndarray] = {}
 
     def rows(self, gs: np.ndarray) -> np.ndarray:
         gs = gs.astype(np.int64)
-        part = np.searchsorted(self.offsets, gs, side="right") - 1
+        where = np.searchsorted(self.starts, gs, side="right") - 1
         out = None
-        for p in np.unique(part):
-            sig = self._open.get(int(p))
+        for r in np.unique(where).tolist():
+            sig = self._open.get(r)
             if sig is None:
-                if len(self._open) >= 256:
-                    self._open.clear()
-                sig = self._open[int(p)] = load_array(_sig_path(self.folder, int(p), self.d), mmap=True)
+                sig = self._open[r] = load_array(self.folder / f"s{r:05d}.npy", mmap=True)
             if out is None:
                 out = np.empty((len(gs), sig.shape[1]), dtype=np.uint16)
-            mask = part == p
-            out[mask] = sig[gs[mask] - self.offsets[p]]
+            mask = where == r
+            out[mask] = sig[gs[mask] - self.starts[r]]
         return out if out is not None else np.empty((0, 0), np.uint16)
 
 
@@ -295,9 +302,10 @@ def _run_step(engine, parts: Path, work: Path, path: Path, d: int, spec: DedupSp
     folder.mkdir(parents=True)
     alive = _count(path, 0)
     buckets = max(MIN_BUCKETS, math.ceil(3 * alive * spec.columns * RECORD_BYTES / task_bytes))
-    ranges = _ranges(counts, max(1, task_bytes // (3 * spec.columns * RECORD_BYTES)))
+    per_doc = 3 * spec.columns * RECORD_BYTES + (SIGNATURE_BYTES if spec.verify else 0)
+    ranges = _ranges(counts, max(1, task_bytes // per_doc))
     maps = [MapTask(str(parts), str(folder), str(path), d, r, list(range(a, b)), [int(x) for x in offsets[a:b]],
-                    list(counts[a:b]), buckets) for r, (a, b) in enumerate(ranges)]
+                    list(counts[a:b]), buckets, spec.verify) for r, (a, b) in enumerate(ranges)]
     if progress is not None:
         progress.stage(f"{spec.name}: shuffle", len(maps), "tasks")
     records = 0
@@ -307,7 +315,8 @@ def _run_step(engine, parts: Path, work: Path, path: Path, d: int, spec: DedupSp
             progress.advance(1)
     total = int(offsets[-1])
     windows = [*range(0, total, WINDOW_DOCS), total]
-    reduces = [ReduceTask(str(parts), str(folder), d, b, len(ranges), spec, [int(x) for x in offsets], windows)
+    range_starts = [int(offsets[a]) for a, _ in ranges] + [total]
+    reduces = [ReduceTask(str(folder), d, b, len(ranges), spec, range_starts, windows)
                for b in range(buckets)]
     if progress is not None:
         progress.stage(f"{spec.name}: buckets", buckets, "tasks")
