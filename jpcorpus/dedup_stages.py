@@ -53,7 +53,7 @@ from jpcorpus.workdir import load_array, remove, save_array
 TASK_BYTES = 512 << 20  # records one map or reduce task holds (x3 while sorting)
 MIN_BUCKETS = 32  # reduce tasks at least: enough to spread a mid-size corpus over a cluster
 WINDOW_DOCS = 1 << 24  # documents decided per window (their edges are in memory at once)
-PAIR_CHUNK = 1 << 21  # candidate pairs generated and verified at a time
+PAIR_CHUNK = 1 << 18  # candidate pairs verified at a time: their two signatures are ~120 MB
 RECORD_BYTES = 16
 SIGNATURE_BYTES = 224  # 112 values x 16 bits, per document, while a map task gathers them
 

@@ -31,9 +31,12 @@ from jpcorpus.errors import EXIT_STATUS_HELP, ConventionCommand, EmptyResult
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--allow-empty", is_flag=True,
               help="Write the output even when no document is left (else that is an error, exit 1).")
+@click.option("--dedup-task-size", default="512MB", show_default=True,
+              help="Memory a deduplication task uses at most (its records, sorted); a node needs about "
+                   "this x the tasks it runs at once. Never changes the output.")
 @engine_options
 def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, workers, rejects, report, report_html,
-              progress, allow_empty, **engine):
+              progress, allow_empty, dedup_task_size, **engine):
     """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
 
     INPUT is JSON Lines (.jsonl, .gz, .zst), Parquet or plain text files, globs,
@@ -46,6 +49,7 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
       jpcorpus normalize old_sjis/*.txt -o clean.jsonl --encoding cp932 --profile web
       jpcorpus normalize hf_dump/ -o clean.jsonl.zst --engine ray --ray-address auto --workers 0
     """
+    from jpcorpus.cli import _parse_size
     from jpcorpus.normalize.pipeline import run_normalize
 
     if progress is None:
@@ -53,7 +57,8 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
     try:
         result = run_normalize(list(inputs), output, profile=profile, text_key=text_key, id_key=id_key,
                                encoding=encoding, skip_bad=skip_bad, workers=workers, rejects=rejects,
-                               progress=progress, allow_empty=allow_empty, **engine_kwargs(engine))
+                               progress=progress, allow_empty=allow_empty,
+                               dedup_task_bytes=_parse_size(dedup_task_size), **engine_kwargs(engine))
     except EmptyResult as exc:  # the counts still say where every document went
         if exc.report is not None:
             _write_report(exc.report, report, report_html)

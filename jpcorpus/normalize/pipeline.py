@@ -170,6 +170,7 @@ def run_normalize(
     work_dir: str | None = None,
     partition_bytes: int | None = None,
     keep_work: bool = False,
+    dedup_task_bytes: int | None = None,
 ) -> RunReport:
     """Normalize and filter ``inputs`` into ``output``; return the counts.
 
@@ -178,7 +179,8 @@ def run_normalize(
     or ``HOST:PORT`` joins a cluster). ``work_dir`` (default ``.OUTPUT.work`` beside
     the output) holds the partitions; a rerun after an interruption reuses the
     finished ones. ``partition_bytes`` is the input per task (default: from the
-    input's size); it never changes the result.
+    input's size) and ``dedup_task_bytes`` the records a deduplication task holds
+    (default 512 MB); neither changes the result.
 
     Raises :class:`~jpcorpus.readers.InputError` for bad input (unless
     ``skip_bad``) and ``ValueError`` for a bad option or profile; in both
@@ -191,4 +193,4 @@ def run_normalize(
     return staged.run(inputs, output, profile=profile, text_key=text_key, id_key=id_key, encoding=encoding,
                       skip_bad=skip_bad, workers=workers, rejects=rejects, progress=progress, engine=engine,
                       ray_address=ray_address, work_dir=work_dir, partition_bytes=partition_bytes,
-                      keep_work=keep_work)
+                      keep_work=keep_work, dedup_task_bytes=dedup_task_bytes or staged.dedup_stages.TASK_BYTES)
