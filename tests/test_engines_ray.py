@@ -61,6 +61,26 @@ def test_golden_files_through_ray(ray_cluster, tmp_path, monkeypatch):
     assert (tmp_path / "r.jsonl").read_bytes() == (DATA / "golden_out.rejects.jsonl").read_bytes()
 
 
+def test_engine_ray_without_an_address_starts_ray_here(tmp_path):
+    """The default --engine ray: a Ray instance of --workers CPUs on this machine (one node), stopped at the end."""
+    pytest.importorskip("ray")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "jpcorpus.cli", "normalize", "golden_in.jsonl", "--skip-bad",
+                           "-o", str(tmp_path / "o.jsonl"), "--rejects", str(tmp_path / "r.jsonl"),
+                           "--engine", "ray", "--workers", "2", "--partition-size", "300",
+                           "--report", str(tmp_path / "rep.json")],
+                          cwd=DATA, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "o.jsonl").read_bytes() == (DATA / "golden_out.jsonl").read_bytes()
+    assert (tmp_path / "r.jsonl").read_bytes() == (DATA / "golden_out.rejects.jsonl").read_bytes()
+    assert json.loads((tmp_path / "rep.json").read_text(encoding="utf-8"))["engine"]["nodes"] == 1
+
+
 def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path, sample_path):
     common = ["binarize", "--quiet", sample_path, sample_path, "--valid-fraction", "0.2", "--max-shard-size", "1MB"]
     _invoke(*common, "-o", tmp_path / "l")

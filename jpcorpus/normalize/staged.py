@@ -19,6 +19,7 @@ markers match the input and the settings); see :mod:`jpcorpus.workdir`.
 from __future__ import annotations
 
 import codecs
+import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -157,27 +158,30 @@ def _write_partition(folder: Path, name: str, verdicts: np.ndarray, specs, dedup
         if dropped.any():
             count.reason_docs[spec.reason] += int(dropped.sum())
             count.reason_chars[spec.reason] += int(chars[dropped].sum())
-    ends = np.cumsum(arrays["kept_len"])
-    if not verdicts.any():
+    lengths = arrays["kept_len"]
+    ends = np.cumsum(lengths)
+    keep = verdicts == 0
+    if keep.all():
         out.write(kept, len(verdicts))
-    else:
-        for k in np.flatnonzero(verdicts == 0).tolist():
-            out.write(kept[ends[k] - arrays["kept_len"][k]:ends[k]], 1)
-    report.docs_out += int(np.count_nonzero(verdicts == 0))
+    else:  # the kept lines' bytes, selected at once
+        out.write(np.frombuffer(kept, dtype=np.uint8)[np.repeat(keep, lengths)].tobytes(), int(keep.sum()))
+    report.docs_out += int(np.count_nonzero(keep))
     report.chars_out += int(chars[verdicts == 0].sum())
     if rej is None:
         return
     lines = zstandard.ZstdDecompressor().decompress((folder / f"{name}.rejects.zst").read_bytes())
-    rej_ends = np.cumsum(arrays["rej_len"])
-    entries = [(int(p), lines[int(e - n):int(e)]) for p, e, n in zip(arrays["rej_pos"], rej_ends, arrays["rej_len"])]
-    for k in np.flatnonzero(verdicts).tolist():
-        spec = specs[verdicts[k] - 1]
-        head = encode_record({"filter": spec.name, "reason": spec.reason, "source": str(arrays["kept_src"][k])})
-        line = kept[ends[k] - arrays["kept_len"][k]:ends[k]]
-        entries.append((int(arrays["kept_pos"][k]), head[:-2] + b', "record": ' + line[:-1] + b"}\n"))
-    entries.sort(key=lambda e: e[0])
-    for _, line in entries:
-        rej.write(line, 1)
+    dropped = np.flatnonzero(verdicts)
+    if not len(dropped):  # the partition's rejects are already in order
+        rej.write(lines, len(arrays["rej_len"]))
+        return
+    rej_ends = np.cumsum(arrays["rej_len"]).tolist()
+    pieces = [lines[e - n:e] for e, n in zip(rej_ends, arrays["rej_len"].tolist())]
+    heads = [encode_record({"filter": spec.name, "reason": spec.reason})[:-2] + b', "source": ' for spec in specs]
+    for k in dropped.tolist():  # the rejects line of json.dumps({filter, reason, source, record}), spliced
+        source = json.dumps(str(arrays["kept_src"][k]), ensure_ascii=False).encode("utf-8")
+        pieces.append(heads[verdicts[k] - 1] + source + b', "record": ' + kept[ends[k] - lengths[k]:ends[k] - 1] + b"}\n")
+    order = np.argsort(np.concatenate([arrays["rej_pos"], arrays["kept_pos"][dropped]]), kind="stable")
+    rej.write(b"".join(pieces[i] for i in order.tolist()), len(pieces))
 
 
 class _Chunked:
