@@ -105,15 +105,16 @@ def _corpus(n: int, seed: int) -> list[str]:
     return texts
 
 
-def test_staged_equals_streaming_on_edited_copies(tmp_path):
+@pytest.mark.parametrize("verify", [True, False])
+def test_staged_equals_streaming_on_edited_copies(tmp_path, verify):
     texts = _corpus(300, seed=2)
-    streaming = NearDedup()
+    streaming = NearDedup(verify=verify)
     expected = [k for k, t in enumerate(texts) if streaming.check(streaming.fingerprint(t)) is True]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": k, "text": t}, ensure_ascii=False) + "\n" for k, t in enumerate(texts)),
                    encoding="utf-8")
     profile = tmp_path / "near.yaml"
-    profile.write_text("steps:\n  - near_dedup: {}\n", encoding="utf-8")
+    profile.write_text(f"steps:\n  - near_dedup: {{verify: {str(verify).lower()}}}\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(normalize, [str(src), "-o", str(out), "--profile", str(profile),
                                             "--partition-size", "20KB"])
