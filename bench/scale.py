@@ -77,13 +77,16 @@ def measure(spec: dict, tmp: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     peaks: dict[int, tuple[str, int]] = {}
+    cpu: dict[int, float] = {}  # user + system seconds of each process, as last seen
     me = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             for p in [me, *me.children(recursive=True)]:
-                rss = p.memory_info().rss
-                if rss > peaks.get(p.pid, ("", 0))[1]:
-                    peaks[p.pid] = (" ".join(p.cmdline()[:2])[:60], rss)
+                with p.oneshot():
+                    rss, times = p.memory_info().rss, p.cpu_times()
+                    cpu[p.pid] = times.user + times.system
+                    if rss > peaks.get(p.pid, ("", 0))[1]:
+                        peaks[p.pid] = (" ".join(p.cmdline()[:2])[:60], rss)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
         time.sleep(0.1)
@@ -91,6 +94,8 @@ def measure(spec: dict, tmp: Path) -> dict:
         raise SystemExit(f"run failed: {spec}")
     result = json.loads(out.read_text())
     result["wall"] = time.perf_counter() - started
+    result["cpu_s"] = sum(v for pid, v in cpu.items() if not _system(peaks.get(pid, ("", 0))[0]))
+    result["driver_cpu_s"] = cpu.get(proc.pid, 0.0)
     result["driver_rss"] = peaks.get(proc.pid, ("", 0))[1]
     workers = [rss for pid, (name, rss) in peaks.items() if pid != proc.pid and not _system(name)]
     result["worker_rss"] = max(workers, default=0)
@@ -253,7 +258,7 @@ def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
 
 def scaling_table(rows: list[dict]) -> str:
     lines = ["| corpus | command | engine | workers | MB/s | efficiency | vs local 1 | engine start s | "
-             "driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU s per MB | driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = next(x for x in rows if x["corpus"] == r["corpus"] and x["command"] == r["command"]
                     and x["engine"] == r["engine"] and x["workers"] == min(
@@ -263,19 +268,22 @@ def scaling_table(rows: list[dict]) -> str:
         eff = r["mbps"] / (base["mbps"] * r["workers"] / base["workers"])
         lines.append(f"| {r['corpus']} | {r['command']} | {r['engine']} | {r['workers']} | {r['mbps']:.2f} | "
                      f"{eff:.0%} | {r['mbps'] / local1['mbps']:.2f}x | {r['engine_start']:.1f} | "
+                     f"{r['cpu_s'] / (r['text_bytes'] / 1e6):.2f} | "
                      f"{r['driver_rss'] / 1e6:,.0f} | {r['worker_rss'] / 1e6:,.0f} |")
     return "\n".join(lines)
 
 
 def dedup_table(rows: list[dict]) -> str:
-    lines = ["| docs | engine | workers | clean s | exact s | near s | write s | recall | precision | "
-             "peak task MB | driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| docs | engine | workers | clean s | exact s | near s | write s | CPU s (driver) | recall | precision | "
+             "edges | peak task MB | driver RSS MB | largest worker RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sec = r["stages"]["seconds"]
         steps = {s["step"]: s for s in r["stages"]["dedup"]}
         lines.append(f"| {r['documents']:,} | {r['engine']} | {r['workers']} | {sec['clean']:.1f} | "
                      f"{steps['exact_dedup']['seconds']:.1f} | {steps['near_dedup']['seconds']:.1f} | "
-                     f"{sec['write']:.1f} | {r['recall']:.4f} | {r['precision']:.4f} | "
+                     f"{sec['write']:.1f} | {r['cpu_s']:.0f} ({r['driver_cpu_s']:.0f}) | "
+                     f"{r['recall']:.4f} | {r['precision']:.4f} | {steps['near_dedup']['edges']:,} | "
                      f"{r['dedup_memory_bytes'] / 1e6:,.0f} | {r['driver_rss'] / 1e6:,.0f} | {r['worker_rss'] / 1e6:,.0f} |")
     return "\n".join(lines)
 
