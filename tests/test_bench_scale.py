@@ -1,0 +1,42 @@
+"""bench/scale.py: the synthetic corpus's ground truth, and one small run of the whole script (local engine)."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import scale  # noqa: E402
+
+
+def test_synthetic_corpus_is_reproducible_and_marks_its_copies(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    counts = scale.synthetic(a, 3000, 0.2)
+    assert scale.synthetic(b, 3000, 0.2) == counts and a.read_bytes() == b.read_bytes()
+    records = [json.loads(line) for line in a.read_text(encoding="utf-8").splitlines()]
+    copies = [r for r in records if r["copy_of"] is not None]
+    assert len(copies) == counts["near"] + counts["exact"] and 500 < counts["near"] < 700
+    by_id = {r["id"]: r for r in records}
+    assert all(by_id[c["copy_of"]]["copy_of"] is None and c["copy_of"] < c["id"] for c in copies)
+
+
+def test_a_small_run_of_the_script(tmp_path, sample_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with open(sample_path, "rb") as src, gzip.open(corpus / "wikinews_ja.jsonl.gz", "wb") as dst:
+        dst.write(src.read())
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--corpus-dir", str(corpus),
+                           "--corpora", "wikinews", "--engines", "local", "--workers", "1", "--dedup-docs", "3000",
+                           "--partition-size", "0.05", "--out", str(out), "--tmp", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| wikinews | normalize | local | 1 |" in proc.stdout and "| 3,000 | local | 1 |" in proc.stdout
+    results = json.loads(out.read_text())
+    assert {r["command"] for r in results["scaling"]} == {"normalize", "binarize"}
+    (dedup,) = results["dedup"]
+    assert dedup["recall"] > 0.95 and dedup["precision"] == 1.0
+    assert results["driver"]["decide_edges_s"] > 0
