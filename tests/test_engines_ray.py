@@ -156,3 +156,4 @@ def test_a_sigkilled_worker_is_retried_and_the_output_is_unchanged(ray_cluster, 
     assert (tmp_path / "r.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
     assert (tmp_path / "rr.jsonl").read_bytes() == (tmp_path / "lr.jsonl").read_bytes()
     assert outcome["report"].docs_out == local.docs_out and local.steps[-1].docs_dropped > 100
+    assert outcome["report"].examples == local.examples  # the HTML report's examples per reason

@@ -9,8 +9,9 @@ clean folder, for partition ``N``:
   have in the output if no deduplication step drops it);
 - ``pN.rejects.zst``: the rejects line of every document a step dropped and of
   every bad record skipped;
-- ``pN.npz``: where each of those lines sits among the partition's records,
-  and the survivors' lengths and sources (for the deduplication counts and rejects);
+- ``pN.npz``: where each of those lines sits among the partition's records, the
+  rejects' reasons (for the report's examples), and the survivors' lengths and
+  sources (for the deduplication counts and rejects);
 - ``pN.dD.keys.npy`` (and ``.sig.npy``): the fingerprints for deduplication step D;
 - ``pN.done.json``: written last, the marker with the counts (see :mod:`jpcorpus.workdir`).
 
@@ -29,6 +30,7 @@ import numpy as np
 from jpcorpus import dedup_stages, partitions, workdir
 from jpcorpus.engines import cached
 from jpcorpus.normalize import pipeline
+from jpcorpus.normalize.histogram import Histogram
 from jpcorpus.normalize.output import encode_record
 from jpcorpus.normalize.report import StepCount
 from jpcorpus.readers import InputError, ReadStats
@@ -64,9 +66,12 @@ def marker_key(job: CleanJob, part: partitions.Partition) -> str:
 
 
 def counts_to_dicts(counts: list[StepCount]) -> list[dict]:
+    """A task's counts as JSON (they travel back to the driver and stay in the marker)."""
     return [{"step": c.step, "kind": c.kind, "docs_in": c.docs_in, "chars_in": c.chars_in,
              "docs_changed": c.docs_changed, "chars_out": c.chars_out,
-             "reason_docs": dict(c.reason_docs), "reason_chars": dict(c.reason_chars)} for c in counts]
+             "reason_docs": dict(c.reason_docs), "reason_chars": dict(c.reason_chars),
+             "histograms": {name: [h.log, h.bins, h.kept, h.dropped, h.not_judged]
+                            for name, h in c.histograms.items()}} for c in counts]
 
 
 def counts_from_dicts(rows: list[dict]) -> list[StepCount]:
@@ -76,6 +81,7 @@ def counts_from_dicts(rows: list[dict]) -> list[StepCount]:
                           row["chars_out"])
         count.reason_docs.update(row["reason_docs"])
         count.reason_chars.update(row["reason_chars"])
+        count.histograms = {name: Histogram(*h) for name, h in row.get("histograms", {}).items()}
         out.append(count)
     return out
 
@@ -123,8 +129,11 @@ def _run_batch(pending: list, steps: list, dedups: list, counts: list, out: "_Co
         if result[0] == "keep":
             survivors.append((position, doc))
         else:
-            out.reject(position, {"filter": result[2], "reason": result[3], "source": doc.source,
-                                  "record": doc.to_record(text_key)})
+            line = {"filter": result[2], "reason": result[3]}
+            if result[4] is not None:  # the measure that decided and its value (rounded: JSON stays short)
+                line.update(measure=result[4][0], value=round(float(result[4][1]), 6))
+            line.update(source=doc.source, record=doc.to_record(text_key))
+            out.reject(position, line)
     texts = [doc.text for _, doc in survivors]
     for d, step in enumerate(dedups):
         keys, sig = dedup_stages.fingerprint_arrays(step, texts)
@@ -153,8 +162,8 @@ class _Collected:
         self.kept_chars.append(chars)
         self.kept_src.append(source)
 
-    def reject(self, position: int, record: dict) -> None:
-        self.rejects.append((position, encode_record(record)))
+    def reject(self, position: int, line: dict) -> None:
+        self.rejects.append((position, line["reason"], encode_record(line)))
 
     def save(self, folder: Path, name: str) -> None:
         import zstandard
@@ -162,15 +171,16 @@ class _Collected:
         self.rejects.sort(key=lambda r: r[0])  # a batch's drops come after skips read later
         compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress
         workdir.write_bytes(folder / f"{name}.kept.zst", compress(b"".join(self.kept)))
-        workdir.write_bytes(folder / f"{name}.rejects.zst", compress(b"".join(line for _, line in self.rejects)))
+        workdir.write_bytes(folder / f"{name}.rejects.zst", compress(b"".join(line for _, _, line in self.rejects)))
         workdir.save_arrays(
             folder / f"{name}.npz",
             kept_pos=np.array(self.kept_pos, dtype=np.int64),
             kept_len=np.array([len(line) for line in self.kept], dtype=np.int64),
             kept_chars=np.array(self.kept_chars, dtype=np.int64),
             kept_src=np.array(self.kept_src, dtype=str),
-            rej_pos=np.array([p for p, _ in self.rejects], dtype=np.int64),
-            rej_len=np.array([len(line) for _, line in self.rejects], dtype=np.int64),
+            rej_pos=np.array([p for p, _, _ in self.rejects], dtype=np.int64),
+            rej_len=np.array([len(line) for _, _, line in self.rejects], dtype=np.int64),
+            rej_reason=np.array([reason for _, reason, _ in self.rejects], dtype=str),
         )
         for d, (keys, sigs) in enumerate(zip(self.keys, self.sigs)):
             width = keys[0].shape[1] if keys else 1

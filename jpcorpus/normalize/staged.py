@@ -34,7 +34,7 @@ from jpcorpus.normalize.clean_stage import (CleanJob, CleanTask, clean_partition
                                             name_of)
 from jpcorpus.normalize.output import AtomicJsonlWriter, encode_record
 from jpcorpus.normalize.profiles import build_steps, load_profile
-from jpcorpus.normalize.report import RunReport, StepCount
+from jpcorpus.normalize.report import EXAMPLES_PER_REASON, RunReport, StepCount
 from jpcorpus.readers import InputError, ReadStats
 
 WRITE_CHUNK = 1 << 20  # output handed to the compressor in pieces of this size, whatever the partitions
@@ -65,7 +65,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
         with make_engine(engine, workers, ray_address=ray_address) as eng, StageProgress(progress) as bar:
             clock = {"engine_start": time.perf_counter() - started}
             stats = ReadStats()
-            counts = [StepCount(c.step, c.kind) for c in _step_counts(steps)]
+            counts = _step_counts(steps)  # with each filter's limits, for the report
             done = _clean(eng, job, paths, target, text_key, stats, counts, bar)
             clock["clean"] = time.perf_counter() - started - sum(clock.values())
             dedup = dedup_stages.run(eng, work / "clean", work / "dedup", [s["kept"] for s in done], specs,
@@ -167,11 +167,13 @@ def _write_partition(folder: Path, name: str, verdicts: np.ndarray, specs, dedup
         out.write(np.frombuffer(kept, dtype=np.uint8)[np.repeat(keep, lengths)].tobytes(), int(keep.sum()))
     report.docs_out += int(np.count_nonzero(keep))
     report.chars_out += int(chars[verdicts == 0].sum())
-    if rej is None:
+    dropped = np.flatnonzero(verdicts)
+    reasons = set(arrays["rej_reason"].tolist()) | {specs[v - 1].reason for v in np.unique(verdicts[dropped]).tolist()}
+    wanted = {r for r in reasons if len(report.examples.get(r, ())) < EXAMPLES_PER_REASON}
+    if rej is None and not wanted:
         return
     lines = zstandard.ZstdDecompressor().decompress((folder / f"{name}.rejects.zst").read_bytes())
-    dropped = np.flatnonzero(verdicts)
-    if not len(dropped):  # the partition's rejects are already in order
+    if not len(dropped) and not wanted:  # the partition's rejects are already in order
         rej.write(lines, len(arrays["rej_len"]))
         return
     rej_ends = np.cumsum(arrays["rej_len"]).tolist()
@@ -180,8 +182,13 @@ def _write_partition(folder: Path, name: str, verdicts: np.ndarray, specs, dedup
     for k in dropped.tolist():  # the rejects line of json.dumps({filter, reason, source, record}), spliced
         source = json.dumps(str(arrays["kept_src"][k]), ensure_ascii=False).encode("utf-8")
         pieces.append(heads[verdicts[k] - 1] + source + b', "record": ' + kept[ends[k] - lengths[k]:ends[k] - 1] + b"}\n")
-    order = np.argsort(np.concatenate([arrays["rej_pos"], arrays["kept_pos"][dropped]]), kind="stable")
-    rej.write(b"".join(pieces[i] for i in order.tolist()), len(pieces))
+    line_reasons = arrays["rej_reason"].tolist() + [specs[verdicts[k] - 1].reason for k in dropped.tolist()]
+    order = np.argsort(np.concatenate([arrays["rej_pos"], arrays["kept_pos"][dropped]]), kind="stable").tolist()
+    for i in order:  # the report's first examples of each reason, in input order
+        if line_reasons[i] in wanted and len(report.examples.get(line_reasons[i], ())) < EXAMPLES_PER_REASON:
+            report.add_example(json.loads(pieces[i]))
+    if rej is not None:
+        rej.write(b"".join(pieces[i] for i in order), len(pieces))
 
 
 class _Chunked:
