@@ -128,6 +128,16 @@ def _system(name: str) -> bool:
                                    "runtime_env", "agent"))
 
 
+def _text_size(path: Path) -> int:
+    """Bytes of JSON lines in ``path`` (decompressed)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    size = 0
+    with opener(path, "rb") as f:
+        while block := f.read(1 << 22):
+            size += len(block)
+    return size
+
+
 def slice_corpus(source: Path, limit_mb: float, dest: Path) -> Path:
     """Whole records of ``source`` up to ``limit_mb`` MB of JSON lines (0: the file itself)."""
     if not limit_mb:
@@ -316,7 +326,8 @@ def main() -> None:
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--limit-mb", type=float, default=0, help="first MB of each corpus (0: all of it)")
-    ap.add_argument("--partition-size", type=float, default=1, help="MB of input per task")
+    ap.add_argument("--partition-size", type=float, default=None,
+                    help="MB of input per task [default: 1, or less so that every worker count has 4 tasks a worker]")
     ap.add_argument("--dedup-docs", type=int, default=10_000_000)
     ap.add_argument("--near-share", type=float, default=0.2)
     ap.add_argument("--dedup-workers", default=None, help="worker counts for part 2 [default: the largest of --workers]")
@@ -340,12 +351,14 @@ def main() -> None:
     if not args.skip_scaling:
         for corpus in args.corpora.split(","):
             src = slice_corpus(args.corpus_dir / CORPORA[corpus], args.limit_mb, tmp / f"{corpus}.jsonl")
+            size = _text_size(src)
+            partition = args.partition_size or min(1.0, size / 1e6 / (4 * max(workers)))
             for command in args.commands.split(","):
                 for engine in engines:
                     for w in workers:
                         spec = {"command": command, "engine": engine, "workers": w, "input": str(src),
                                 "output": str(tmp / ("out.jsonl" if command == "normalize" else "shard")),
-                                "partition_bytes": int(args.partition_size * 1e6)}
+                                "partition_bytes": int(partition * 1e6)}
                         r = measure(spec, tmp) | {"corpus": corpus, "command": command, "engine": engine, "workers": w}
                         r["mbps"] = r["text_bytes"] / 1e6 / max(r["seconds"] - r["engine_start"], 1e-9)
                         results["scaling"].append(r)
@@ -363,7 +376,7 @@ def main() -> None:
             for w in [int(x) for x in (args.dedup_workers or str(max(workers))).split(",")]:
                 spec = {"command": "normalize", "engine": engine, "workers": w, "input": str(path),
                         "output": str(tmp / "dedup_out.jsonl"), "rejects": str(tmp / "dedup_rej.jsonl"),
-                        "profile": str(profile), "partition_bytes": int(args.partition_size * 1e6)}
+                        "profile": str(profile), "partition_bytes": int((args.partition_size or 1.0) * 1e6)}
                 r = measure(spec, tmp) | {"engine": engine, "workers": w}
                 r |= dedup_quality(tmp / "dedup_rej.jsonl", counts)
                 results["dedup"].append(r)
