@@ -261,7 +261,7 @@ def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
     """Rates of the driver's own work: cutting JSON Lines into partitions, the near-duplicate decision."""
     import numpy as np
 
-    from jpcorpus import dedup_stages, partitions
+    from jpcorpus import dedup_run, partitions
     from jpcorpus.readers import ReadStats
 
     out = {}
@@ -278,7 +278,7 @@ def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
     i = (j - rng.integers(1, 1000, edges)).clip(0)
     status = np.zeros(n, dtype=np.uint8)
     started = time.perf_counter()
-    dedup_stages.decide(i, j, status, 0, n, 2)
+    dedup_run.decide(i, j, status, 0, n, 2)
     out["decide_edges_s"] = edges / (time.perf_counter() - started)
     return out
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jpcorpus import dedup_stages
+from jpcorpus import dedup_run, dedup_stages
 from jpcorpus.engines.local import LocalEngine
 from jpcorpus.normalize.cli import normalize
 from jpcorpus.normalize.dedup import NearDedup
@@ -26,8 +26,8 @@ def _stage_status(tmp_path, keys, sigs, spec, parts=(3,)):
         dedup_stages.save_fingerprints(tmp_path, p, 0, np.array(keys[start:start + n], dtype=np.uint64),
                                        None if sigs is None else np.array(sigs[start:start + n], dtype=np.uint16))
         start += n
-    dedup_stages.run(LocalEngine(1), tmp_path, tmp_path / "dedup", list(parts), [spec])
-    return np.fromfile(dedup_stages.status_path(tmp_path / "dedup"), dtype=np.uint8).tolist()
+    dedup_run.run(LocalEngine(1), tmp_path, tmp_path / "dedup", list(parts), [spec])
+    return np.fromfile(dedup_run.status_path(tmp_path / "dedup"), dtype=np.uint8).tolist()
 
 
 NEAR = dedup_stages.DedupSpec("near_dedup", "near_duplicate", "near", columns=2, verify=True, min_equal=3)

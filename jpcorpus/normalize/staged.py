@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jpcorpus import dedup_stages, partitions, workdir
+from jpcorpus import dedup_run, dedup_stages, partitions, workdir
 from jpcorpus.engines import Done, check_workers, make_engine
 from jpcorpus.engines.progress import StageProgress
 from jpcorpus.inputs import expand, is_url, size_of
@@ -68,7 +68,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
             counts = _step_counts(steps)  # with each filter's limits, for the report
             done = _clean(eng, job, paths, target, text_key, stats, counts, bar)
             clock["clean"] = time.perf_counter() - started - sum(clock.values())
-            dedup = dedup_stages.run(eng, work / "clean", work / "dedup", [s["kept"] for s in done], specs,
+            dedup = dedup_run.run(eng, work / "clean", work / "dedup", [s["kept"] for s in done], specs,
                                      dedup_task_bytes, bar)
             clock["dedup"] = time.perf_counter() - started - sum(clock.values())
             report = RunReport(profile, workers, {}, counts + [StepCount(s.name, "dedup") for s in specs])
@@ -125,7 +125,7 @@ def _clean(eng, job: CleanJob, paths, target, text_key, stats: ReadStats, counts
 
 def _write(work: Path, done: list[dict], specs, report: RunReport, output: str, rejects: str | None, bar) -> None:
     """The kept lines and the rejects of every partition, in input order, with the deduplication verdicts."""
-    status = np.memmap(dedup_stages.status_path(work / "dedup"), dtype=np.uint8, mode="r") \
+    status = np.memmap(dedup_run.status_path(work / "dedup"), dtype=np.uint8, mode="r") \
         if sum(s["kept"] for s in done) else np.zeros(0, np.uint8)
     dedup_counts = report.steps[len(report.steps) - len(specs):]
     with ExitStack() as stack:
