@@ -6,13 +6,14 @@
     tokenize (a task per partition): end-of-document appended, train/valid by the
         document's hash, one partial .bin/.idx per split in the work directory
     driver: the partial shards of each split, in partition order, through the same
-        SplitWriter as ever -> PREFIX(_train/_valid)[_NNNNN].bin/.idx, then sidecars
+        SplitWriter as ever (behind the PackingWriter with --pack)
+        -> PREFIX(_train/_valid)[_NNNNN].bin/.idx, then sidecars
 
 The split of a document depends only on its id (or text), and the merge streams
 whole documents into :class:`~jpcorpus.split_writer.SplitWriter`, whose shard
-boundaries depend only on document sizes; so the final files are the same bytes
-whatever the engine, the workers or the partitions, with or without
-``--max-shard-size``. The merge is a sequential copy (disk speed, no tokenizing).
+boundaries depend only on document sizes (and best-fit packing only on the
+documents in order); so the final files are the same bytes whatever the engine,
+the workers or the partitions, with or without ``--max-shard-size`` and ``--pack``. The merge is a sequential copy (disk speed, no tokenizing).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def merge(job: TokenizeJob, done: list[dict], writers: list, progress) -> None:
         for split, writer in zip(job.splits, writers):
             prefix = Path(job.folder) / f"{name_of(summary['index'])}.{split}"
             lengths = np.asarray(IndexedDataset(prefix).lengths)
-            data = np.memmap(bin_path(prefix), dtype=writer.dtype, mode="r") if len(lengths) else None
+            data = np.memmap(bin_path(prefix), dtype=np.dtype(job.dtype), mode="r") if len(lengths) else None
             ends = np.cumsum(lengths, dtype=np.int64)
             start_doc, start_tok = 0, 0
             while start_doc < len(lengths):

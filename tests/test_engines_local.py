@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from jpcorpus.cli import main
@@ -57,7 +58,7 @@ def test_rerun_after_a_failure_reuses_the_finished_partitions(tmp_path):
     args = ["normalize", first, second, "-o", tmp_path / "out.jsonl", "--partition-size", "2KB",
             "--work-dir", work, "--report", tmp_path / "rep.json"]
     result = _invoke(*args)
-    assert result.exit_code == 1 and "b.jsonl:6: not valid JSON" in result.output
+    assert result.exit_code == 2 and "b.jsonl:6: not valid JSON" in result.output
     finished = len(list((work / "clean").glob("*.done.json")))
     assert not (tmp_path / "out.jsonl").exists() and finished >= 5  # a.jsonl's partitions
     second.write_text(_lines(6, 40), encoding="utf-8")
@@ -95,11 +96,12 @@ def test_engine_options_are_checked(tmp_path):
     assert result.exit_code == 2 and "is not a size like 512MB" in result.output
 
 
-def test_binarize_shards_are_the_same_for_any_workers_and_partitions(tmp_path, sample_path):
-    """--max-shard-size: the same shard files from one process and from 2 workers over small partitions."""
+@pytest.mark.parametrize("pack", [[], ["--pack", "128"]])
+def test_binarize_shards_are_the_same_for_any_workers_and_partitions(tmp_path, sample_path, pack):
+    """--max-shard-size (and --pack): the same shard files from one process and from 2 workers over small partitions."""
     def run(name, *extra):
         result = _invoke("binarize", "--quiet", sample_path, sample_path, "-o", tmp_path / name,
-                         "--valid-fraction", "0.2", "--max-shard-size", "1MB", *extra)
+                         "--valid-fraction", "0.2", "--max-shard-size", "1MB", *pack, *extra)
         assert result.exit_code == 0, result.output
         return {p.name.removeprefix(name): p.read_bytes() for p in sorted(tmp_path.glob(f"{name}_*"))
                 if p.suffix in (".bin", ".idx")}

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from jpcorpus.document import Document
-from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.normalize import charstats, morphology
 from jpcorpus.normalize.report import RunReport, StepCount
 from jpcorpus.normalize.steps import Filter, Formatter
@@ -193,4 +192,5 @@ def run_normalize(
     return staged.run(inputs, output, profile=profile, text_key=text_key, id_key=id_key, encoding=encoding,
                       skip_bad=skip_bad, workers=workers, rejects=rejects, progress=progress, engine=engine,
                       ray_address=ray_address, work_dir=work_dir, partition_bytes=partition_bytes,
-                      keep_work=keep_work, dedup_task_bytes=dedup_task_bytes or staged.dedup_stages.TASK_BYTES)
+                      keep_work=keep_work, dedup_task_bytes=dedup_task_bytes or staged.dedup_stages.TASK_BYTES,
+                      allow_empty=allow_empty)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import json
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from jpcorpus import dedup_run, dedup_stages, partitions, workdir
 from jpcorpus.engines import Done, check_workers, make_engine
 from jpcorpus.engines.progress import StageProgress
+from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.inputs import expand, is_url, size_of
 from jpcorpus.normalize.clean_stage import (CleanJob, CleanTask, clean_partition, counts_from_dicts, marker_key,
                                             name_of)
@@ -44,7 +46,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
         encoding: str = "utf-8", skip_bad: bool = False, workers: int = 1, rejects: str | None = None,
         progress: bool = False, engine: str = "local", ray_address: str | None = None,
         work_dir: str | None = None, partition_bytes: int | None = None, keep_work: bool = False,
-        dedup_task_bytes: int = dedup_stages.TASK_BYTES) -> RunReport:
+        dedup_task_bytes: int = dedup_stages.TASK_BYTES, allow_empty: bool = False) -> RunReport:
     """Normalize ``inputs`` into ``output`` (see :func:`jpcorpus.normalize.pipeline.run_normalize`)."""
     check_workers(engine, workers)
     paths = expand(inputs)
@@ -73,7 +75,7 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
             clock["dedup"] = time.perf_counter() - started - sum(clock.values())
             report = RunReport(profile, workers, {}, counts + [StepCount(s.name, "dedup") for s in specs])
             bar.stage("write", sum(s["items"] for s in done), "docs")
-            _write(work, done, specs, report, output, rejects, bar)
+            _write(work, done, specs, report, output, rejects, bar, allow_empty)
             clock["write"] = time.perf_counter() - started - sum(clock.values())
     except (InputError, ValueError, LookupError):
         if not work_dir:
@@ -89,6 +91,9 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
                      "dedup": dedup.steps}
     if not keep_work:
         workdir.remove(work)
+    if report.docs_out == 0 and not allow_empty:  # the output was not written; the counts say why
+        dropped = sum((c.reason_docs for c in report.steps), Counter())
+        raise EmptyResult(empty_message(output, stats, dropped, rejects), report)
     return report
 
 
@@ -123,8 +128,12 @@ def _clean(eng, job: CleanJob, paths, target, text_key, stats: ReadStats, counts
     return done
 
 
-def _write(work: Path, done: list[dict], specs, report: RunReport, output: str, rejects: str | None, bar) -> None:
-    """The kept lines and the rejects of every partition, in input order, with the deduplication verdicts."""
+def _write(work: Path, done: list[dict], specs, report: RunReport, output: str, rejects: str | None, bar,
+           allow_empty: bool) -> None:
+    """The kept lines and the rejects of every partition, in input order, with the deduplication verdicts.
+
+    With no document kept the output is not written (unless ``allow_empty``); the rejects are.
+    """
     status = np.memmap(dedup_run.status_path(work / "dedup"), dtype=np.uint8, mode="r") \
         if sum(s["kept"] for s in done) else np.zeros(0, np.uint8)
     dedup_counts = report.steps[len(report.steps) - len(specs):]
@@ -141,6 +150,8 @@ def _write(work: Path, done: list[dict], specs, report: RunReport, output: str, 
         out.flush()
         if rej is not None:
             rej.flush()
+        if report.docs_out == 0 and not allow_empty:
+            out.writer.discard()
 
 
 def _write_partition(folder: Path, name: str, verdicts: np.ndarray, specs, dedup_counts, out, rej,
