@@ -215,6 +215,8 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
             writer.abort()
         if isinstance(exc, (InputError, ValueError, LookupError)) and not opts.work_dir:
             workdir.remove(work)
+        elif isinstance(exc, KeyboardInterrupt):
+            workdir.note_kept(work)
         raise
     finally:
         skip_log.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the files of a stage change meaning: old markers are then ignored
 
@@ -98,3 +101,10 @@ def mark_done(folder: Path, name: str, key: str, summary: dict) -> None:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def note_kept(work: Path) -> None:
+    """After an interruption: say where the finished partitions are, for the rerun that reuses them."""
+    done = sum(1 for _ in Path(work).rglob("*.done.json"))
+    if done:
+        log.warning("%d finished partitions kept in %s: the same command again goes on from them", done, work)

@@ -163,7 +163,11 @@ def test_sigterm_removes_the_temporary_files(tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGTERM
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+    # the work directory of finished partitions stays, for a rerun to reuse (docs/scale.md)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.work", "big.jsonl"]
+    from jpcorpus.partial import is_partial
+
+    assert not [p for p in (tmp_path / ".s.work").rglob("*") if is_partial(p)]
 
 
 def test_every_command_documents_the_exit_status():

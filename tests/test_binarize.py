@@ -226,3 +226,5 @@ def test_killed_run_leaves_no_complete_looking_pair(tmp_path, sig):
         assert not list(tmp_path.glob("*.partial*")), list(tmp_path.iterdir())
         assert b"interrupted" in err and b"Traceback" not in err, err
     assert list((tmp_path / ".s.work" / "tokenize").glob("*.done.json"))  # kept: a rerun reuses them
+    if sig != "SIGKILL":
+        assert b"finished partitions kept in" in err, err

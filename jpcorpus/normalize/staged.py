@@ -81,6 +81,9 @@ def run(inputs: list[str], output: str, *, profile: str = "default", text_key: s
         if not work_dir:
             workdir.remove(work)
         raise
+    except KeyboardInterrupt:
+        workdir.note_kept(work)
+        raise
     report.read = stats.as_dict()
     report.seconds = time.perf_counter() - started
     report.dedup_memory_bytes = dedup.peak_task_bytes
