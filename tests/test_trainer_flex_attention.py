@@ -1,6 +1,7 @@
 """Document-masked attention (trainer.megatron.flex_attention, document_masking) on a real
 megatron-core GPTModel on the CPU: equal to megatron's dense per-document mask, and to each
-document run on its own; the block mask equal to flex's own create_block_mask."""
+document run on its own; the block mask equal to flex's own create_block_mask, and the one rebuilt
+from the per-micro-batch tables equal to the one built from the ids."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("megatron.core", reason="needs megatron-core (dev or train extra)")
 
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention  # noqa: E402
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, create_mask, flex_attention  # noqa: E402
 
 from trainer.megatron import flex_attention as fa  # noqa: E402
 from trainer.megatron.document_masking import document_forward_step, document_ids  # noqa: E402
@@ -28,6 +29,12 @@ def test_upstream_signatures_still_have_what_we_pass():
 
     assert set(fa.FLEX_PARAMS) <= set(inspect.signature(flex_attention).parameters)
     assert set(fa.FROM_KV_BLOCKS_PARAMS) <= set(inspect.signature(BlockMask.from_kv_blocks).parameters)
+    # block_mask_from_tables constructs BlockMask itself, by keyword, with every table it has
+    init = inspect.signature(BlockMask.__init__).parameters
+    assert set(fa.BLOCK_MASK_PARAMS) <= set(init)
+    required = {n for n, p in init.items() if p.default is p.empty and p.kind is not p.VAR_KEYWORD} - {"self"}
+    assert required <= set(fa.BLOCK_MASK_PARAMS), required
+    assert set(fa.TABLES) <= set(BlockMask.__annotations__)
     core = list(inspect.signature(DotProductAttention.forward).parameters)
     assert core[:5] == ["self", "query", "key", "value", "attention_mask"]
     assert {"attn_mask_type", "attention_bias", "packed_seq_params"} <= set(core)
@@ -59,6 +66,80 @@ def test_block_mask_equals_create_block_mask(s, block, starts):
     assert torch.equal(mp | mf, rp | rf)
     assert not (mf & ~rf).any()
     assert not ((rf & ~mf) & ~torch.eye(n, dtype=torch.bool)).any()  # only diagonal blocks kept partial
+    _same_block_mask(fa.block_mask_from_tables(fa.document_mask_tables(doc, block), s, block), mine)
+
+
+def _ids(*lengths_per_row):
+    """``int32 [b, s]`` document ids of rows of the given document lengths (same total per row)."""
+    return torch.stack([torch.repeat_interleave(torch.arange(len(ls), dtype=torch.int32), torch.tensor(ls))
+                        for ls in lengths_per_row])
+
+
+LAYOUTS = {
+    "one document": _ids([256]),
+    "short row": _ids([50]),
+    "on block edges": _ids([128, 256, 128]),
+    "off block edges, s % 128 != 0": _ids([7, 200, 93]),
+    "many documents": _ids([3, 1, 40, 129, 2, 300, 11, 12, 1, 51]),
+    "two rows, two layouts": _ids([128, 172], [1, 299]),
+    "seq 2048": _ids([600, 128, 1000, 20, 300], [2048]),
+}
+
+
+def _same_block_mask(mine: BlockMask, ref: BlockMask):
+    for name in fa.TABLES:
+        assert torch.equal(getattr(mine, name), getattr(ref, name)), name
+        assert getattr(mine, name).is_contiguous(), name
+    assert (mine.seq_lengths, mine.BLOCK_SIZE) == (ref.seq_lengths, ref.BLOCK_SIZE)
+    assert torch.equal(mine.to_dense(), ref.to_dense())
+    b, s = ref.shape[0], ref.seq_lengths[0]
+    assert torch.equal(create_mask(mine.mask_mod, b, 1, s, s, device="cpu"),
+                       create_mask(ref.mask_mod, b, 1, s, s, device="cpu"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_block_mask_from_tables_equals_document_block_mask(layout):
+    doc = LAYOUTS[layout]
+    b, s = doc.shape
+    wide = fa.document_mask_tables(doc)
+    assert wide.dtype == torch.int32 and wide.shape == (b, s + fa.tables_width(s)) and fa.is_document_ids(wide)
+    assert torch.equal(wide[:, :s], doc)
+    _same_block_mask(fa.block_mask_from_tables(wide, s), fa.document_block_mask(doc))
+
+
+@pytest.mark.parametrize("layout", ["off block edges, s % 128 != 0", "two rows, two layouts"])
+def test_attention_with_tables_equals_with_ids(layout):
+    """document_attention on the wide tensor == on plain ids: eager flex (no gradients) and the
+    dense fallback (gradients), outputs and gradients."""
+    doc = LAYOUTS[layout]
+    b, s = doc.shape
+    wide = fa.document_mask_tables(doc)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(b, h, s, 8, generator=g) for h in (4, 2, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(fa.document_attention(q, k, v, wide, None, 2),
+                                   fa.document_attention(q, k, v, doc, None, 2), rtol=0, atol=0)
+    grad = torch.randn(b, 4, s, 8, generator=g)
+    results = []
+    for mask in (wide, doc):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = fa.document_attention(*leaves, mask, None, 2)
+        out.backward(grad)
+        results.append([out.detach()] + [t.grad for t in leaves])
+    for a, r in zip(*results):
+        torch.testing.assert_close(a, r, rtol=0, atol=0)
+
+
+def test_wrong_mask_width_is_a_clear_error():
+    doc = LAYOUTS["off block edges, s % 128 != 0"]
+    s = doc.shape[1]
+    q = torch.randn(1, 2, s, 8)
+    wide = fa.document_mask_tables(doc)
+    for bad in (wide[:, :-1], torch.cat([doc, doc[:, :3]], 1)):
+        with pytest.raises(ValueError, match=f"attention mask is {bad.shape[1]} wide for sequence length {s}"):
+            fa.document_attention(q, q, q, bad, None, 1)
+        with torch.no_grad(), pytest.raises(ValueError, match="document_mask_tables"):
+            fa.document_attention(q, q, q, bad, None, 1)
 
 
 def test_document_ids_from_positions():
@@ -129,16 +210,24 @@ def test_flex_equals_megatron_dense_document_mask(model_parallel, tiny_transform
     model.load_state_dict(reference.state_dict())
     assert isinstance(model.decoder.layers[0].self_attention.core_attention, fa.FlexCoreAttention)
     ref_loss, ref_grads = _loss_and_grads(reference, ids, pos, dense)
+    wide = fa.document_mask_tables(document_ids(pos))  # what document_forward_step hands the model
     loss, grads = _loss_and_grads(model, ids, pos, document_ids(pos))  # with gradients: the dense CPU path
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    wide_loss, wide_grads = _loss_and_grads(model, ids, pos, wide)
+    torch.testing.assert_close(wide_loss, loss, rtol=0, atol=0)
+    for name, grad in wide_grads.items():
+        torch.testing.assert_close(grad, grads[name], rtol=0, atol=0, msg=name)
     calls = []
     monkeypatch.setattr(fa, "flex_attention", lambda *a, **k: calls.append(k["block_mask"]) or flex_attention(*a, **k))
     with torch.no_grad():  # forward only: flex_attention itself, with the block mask
         flex_loss = _loss(model, ids, pos, document_ids(pos))
-    assert len(calls) == 2 and isinstance(calls[0], BlockMask)
+        wide_flex_loss = _loss(model, ids, pos, wide)
+    assert len(calls) == 4 and isinstance(calls[0], BlockMask)
+    _same_block_mask(calls[2], calls[0])  # rebuilt from the tables in the layer == built there from the ids
     torch.testing.assert_close(flex_loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(wide_flex_loss, flex_loss, rtol=0, atol=0)
     # and it is not the plain causal result: the documents really are kept apart
     causal_loss, _ = _loss_and_grads(model, ids, pos, None)
     assert not torch.allclose(causal_loss, ref_loss, atol=1e-4)
@@ -216,7 +305,8 @@ def test_upstream_forward_step_passes_what_ours_passes():
 @pytest.mark.slow
 def test_compiled_flex_kernel_uses_the_block_mask():
     """The eager CPU path ignores the block structure; the compiled kernel (forward only on the CPU)
-    reads it: its output equals SDPA with the dense per-document mask."""
+    reads it: its output equals SDPA with the dense per-document mask, with the mask built from
+    the ids or rebuilt from document_mask_tables' tensor."""
     g = torch.Generator().manual_seed(0)
     b, h, s, d = 2, 4, 300, 16
     flags = torch.rand(b, s, generator=g) < 0.02
@@ -233,8 +323,14 @@ def test_compiled_flex_kernel_uses_the_block_mask():
     other = torch.cumsum(torch.rand(b, s, generator=g) < 0.05, 1, dtype=torch.int32)
     with dynamo_config.patch(error_on_recompile=True):
         out = compiled(q, k, v, block_mask=fa.document_block_mask(other))
+        # nor a mask rebuilt from the tables (as the layers do): fresh tensors, the same strides
+        rebuilt = [compiled(q, k, v, block_mask=fa.block_mask_from_tables(fa.document_mask_tables(ids), s))
+                   for ids in (doc, other)]
+    dense_other = fa.dense_document_mask(other)
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=fa.dense_document_mask(other)), rtol=1e-5, atol=1e-5)
+        q, k, v, attn_mask=dense_other), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rebuilt[0], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rebuilt[1], out, rtol=0, atol=0)
 
 
 def test_flex_spec_keeps_the_other_plug_ins(tiny_transformer_config):

@@ -11,9 +11,10 @@ into a flex ``BlockMask``: each query sees the earlier tokens of its own documen
 
 How the ids get there: NeMo's forward step hands the model's ``attention_mask``
 argument to every layer unchanged; :mod:`trainer.megatron.document_masking` puts an
-``int32 [b, s]`` tensor of document ids there (:func:`is_document_ids` tells it from
-megatron's boolean masks). The ids follow from the position ids, which restart at 0
-at each document (``GPTDataset``'s ``reset_position_ids``): no dense mask is ever made.
+``int32 [b, s]`` tensor of document ids there, widened by the block tables (below;
+:func:`is_document_ids` tells either from megatron's boolean masks). The ids follow
+from the position ids, which restart at 0 at each document (``GPTDataset``'s
+``reset_position_ids``): no dense mask is ever made.
 
 Position ids and the rotary embedding: megatron-core applies RoPE by absolute
 position ``0..s-1`` and ignores ``position_ids``. Inside one document the
@@ -24,9 +25,20 @@ packed sample equals each document run on its own
 
 The block mask is built from the ids by a few tensor operations on ``(s/128)^2``
 blocks (:func:`document_block_mask`), not by evaluating the mask on all ``s^2``
-pairs: nothing depends on the host, so it is built inside each layer, also while
-megatron-core's local CUDA graphs capture the layer (the ids are then one of the
-graph's input tensors, copied in at every replay).
+pairs; still, those are some twenty small kernels (argsorts, comparisons, and
+``from_kv_blocks`` transposing the key-side tables into the query-side ones the
+backward needs): ~3 ms per layer on an H200 against ~0.9 ms for the flex kernel.
+So :func:`~trainer.megatron.document_masking.document_forward_step` builds them
+once per micro batch (:func:`document_mask_tables`) and hands every layer ONE
+``int32 [b, s + extra]`` tensor: the ids, then per row the eight block tables, flattened in :data:`TABLES`
+order. Each layer slices the tables back out and constructs the ``BlockMask``
+directly (:func:`block_mask_from_tables`): copies only, nothing recomputed. A cache
+on the Python side (keyed on the ids tensor) would not do: megatron-core's local
+CUDA graphs capture each layer with the mask as one of the graph's input tensors,
+copied in at every replay, so a replay never runs Python and a captured lookup
+would keep serving the tables of the capture's batch. Stateless, the tables travel
+in the mask itself and every replay reads this micro batch's. A mask exactly ``s``
+wide is plain ids (any other caller): its block mask is built in the layer, as before.
 
 On CUDA ``flex_attention`` runs through ``torch.compile`` (a fused Triton kernel).
 On the CPU (tests; torch 2.13) it runs eagerly, PyTorch's reference path, which
@@ -38,12 +50,13 @@ kernel's forward on the CPU; ``bench/packing_gpu.py`` checks forward and backwar
 against dense SDPA on the GPU. Attention dropout is not supported (Qwen2 uses none).
 
 Guard: ``tests/test_trainer_flex_attention.py`` fails if the signatures of
-``flex_attention``, ``BlockMask.from_kv_blocks`` or ``DotProductAttention.forward``
-change.
+``flex_attention``, ``BlockMask.from_kv_blocks``, the ``BlockMask`` constructor or
+``DotProductAttention.forward`` change.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -56,11 +69,18 @@ BLOCK = 128  # flex_attention's default sparse block size (queries and keys)
 FLEX_PARAMS = ("query", "key", "value", "block_mask", "scale", "enable_gqa")
 FROM_KV_BLOCKS_PARAMS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "BLOCK_SIZE",
                          "mask_mod", "seq_lengths")
+# The BlockMask tables after the ids in document_mask_tables' tensor, in this order; each is
+# [b, 1, n] (the counts) or [b, 1, n, n] (the block indices), n = ceil(s / block). These names
+# are also BlockMask's attributes and constructor parameters (torch 2.13).
+TABLES = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+          "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")
+BLOCK_MASK_PARAMS = ("seq_lengths", *TABLES, "BLOCK_SIZE", "mask_mod")
 _compiled_flex = None
 
 
 def is_document_ids(mask) -> bool:
-    """True for the ``int32 [b, s]`` document ids of :mod:`trainer.megatron.document_masking`."""
+    """True for the ``int32`` document ids of :mod:`trainer.megatron.document_masking`: ``[b, s]``
+    plain, or ``[b, s + tables_width(s)]`` with their block tables (:func:`document_mask_tables`)."""
     return isinstance(mask, torch.Tensor) and mask.dtype == torch.int32 and mask.dim() == 2
 
 
@@ -113,6 +133,63 @@ def document_block_mask(doc: torch.Tensor, block: int = BLOCK) -> BlockMask:
                                     mask_mod=document_mask_mod(doc), seq_lengths=(s, s))
 
 
+def _table_shapes(s: int, block: int) -> list[tuple[int, ...]]:
+    n = -(-s // block)
+    return [(n,), (n, n)] * 4  # TABLES: a count per query/key block, then n block indices for each
+
+
+def tables_width(s: int, block: int = BLOCK) -> int:
+    """Columns the block tables add after ``s`` document ids (1088 at seq 2048)."""
+    return sum(math.prod(shape) for shape in _table_shapes(s, block))
+
+
+def document_mask_tables(doc: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """``int32 [b, s + tables_width(s)]``: the ids, then :func:`document_block_mask`'s tables.
+
+    Built once per micro batch; every layer rebuilds the mask with :func:`block_mask_from_tables`.
+
+    >>> wide = document_mask_tables(torch.tensor([[0] * 200 + [1] * 184]))
+    >>> wide.shape, block_mask_from_tables(wide, 384).to_dense()[0, 0].tolist()
+    (torch.Size([1, 432]), [[1, 0, 0], [1, 1, 0], [0, 1, 1]])
+    """
+    mask = document_block_mask(doc, block)
+    b = doc.shape[0]
+    return torch.cat([doc.to(torch.int32)] + [getattr(mask, name).reshape(b, -1) for name in TABLES], dim=1)
+
+
+def _fresh(t: torch.Tensor) -> torch.Tensor:
+    # A copy, always: flex's Triton kernel indexes the tables as contiguous [b, h, ...], and a view
+    # of the wide tensor is not; fresh copies also keep strides and alignment the same every call.
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def block_mask_from_tables(wide: torch.Tensor, s: int, block: int = BLOCK) -> BlockMask:
+    """The ``BlockMask`` of :func:`document_mask_tables`' tensor: slices and copies, nothing recomputed."""
+    b = wide.shape[0]
+    doc = _fresh(wide[:, :s])
+    tables, start = {}, s
+    for name, shape in zip(TABLES, _table_shapes(s, block)):
+        size = math.prod(shape)
+        tables[name] = _fresh(wide[:, start:start + size].reshape(b, 1, *shape))
+        start += size
+    return BlockMask(seq_lengths=(s, s), **tables, BLOCK_SIZE=(block, block), mask_mod=document_mask_mod(doc))
+
+
+def _has_tables(mask: torch.Tensor, s: int) -> bool:
+    """Whether ``mask`` carries block tables after its ``s`` ids; a clear error for any other width."""
+    if mask.shape[1] == s:
+        return False
+    if mask.shape[1] == s + tables_width(s):
+        return True
+    raise ValueError(f"document masking: the attention mask is {mask.shape[1]} wide for sequence length {s}; "
+                     f"expected {s} (document ids) or {s + tables_width(s)} (ids and block tables, "
+                     "trainer.megatron.flex_attention.document_mask_tables)")
+
+
+def _block_mask(mask: torch.Tensor, s: int) -> BlockMask:
+    return block_mask_from_tables(mask, s) if _has_tables(mask, s) else document_block_mask(mask)
+
+
 def dense_document_mask(doc: torch.Tensor) -> torch.Tensor:
     """``[b, 1, s, s]`` booleans, True where attention is allowed (CPU fallback and tests only)."""
     s = doc.shape[1]
@@ -120,29 +197,35 @@ def dense_document_mask(doc: torch.Tensor) -> torch.Tensor:
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
-def document_attention(q, k, v, doc: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
-    """Block-diagonal causal attention of ``[b, heads, s, hn]`` tensors (see the module doc)."""
+def document_attention(q, k, v, mask: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
+    """Block-diagonal causal attention of ``[b, heads, s, hn]`` tensors (see the module doc).
+
+    ``mask``: document ids ``[b, s]``, or :func:`document_mask_tables`' ids and block tables.
+    """
     global _compiled_flex
+    s = q.shape[2]
     if q.is_cuda:
         if _compiled_flex is None:
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        return _compiled_flex(q, k, v, block_mask=document_block_mask(doc), scale=scale, enable_gqa=groups > 1)
+        return _compiled_flex(q, k, v, block_mask=_block_mask(mask, s), scale=scale, enable_gqa=groups > 1)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):  # flex: no CPU backward
+        _has_tables(mask, s)  # the width check alone: the dense mask needs only the ids
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_document_mask(doc),
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_document_mask(mask[:, :s]),
                                                                 scale=scale)
     with warnings.catch_warnings():  # the eager reference path warns that it is unfused
         warnings.simplefilter("ignore", UserWarning)
-        return flex_attention(q, k, v, block_mask=document_block_mask(doc), scale=scale, enable_gqa=groups > 1)
+        return flex_attention(q, k, v, block_mask=_block_mask(mask, s), scale=scale, enable_gqa=groups > 1)
 
 
 class FlexCoreAttention(SDPACoreAttention):
     """:class:`SDPACoreAttention` whose ``attention_mask`` may be document ids.
 
     With document ids (``int32 [b, s]``): ``flex_attention`` with
-    :func:`document_block_mask`; otherwise (no mask, or one of megatron's boolean
-    masks, e.g. at generation) exactly :class:`SDPACoreAttention`. The rotary
+    :func:`document_block_mask`; with ids and block tables (``int32 [b, s + tables_width(s)]``,
+    from :func:`document_mask_tables`): with the mask rebuilt from the tables; otherwise (no
+    mask, or one of megatron's boolean masks, e.g. at generation) exactly :class:`SDPACoreAttention`. The rotary
     embedding handed over by ``RopeInCoreSelfAttention`` is applied the same way.
     """
 
