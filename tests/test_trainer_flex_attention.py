@@ -284,7 +284,13 @@ def test_forward_step_derives_document_ids():
     batch = {"tokens": torch.zeros(1, 5, dtype=torch.long), "labels": torch.zeros(1, 5, dtype=torch.long),
              "position_ids": pos, "loss_mask": torch.ones(1, 5)}
     document_forward_step(model, batch)
-    assert seen["attention_mask"].tolist() == [[0, 0, 1, 1, 1]] and seen["position_ids"] is pos
+    wide = seen["attention_mask"]  # the ids, then the block tables: built once for all layers
+    assert wide[:, :5].tolist() == [[0, 0, 1, 1, 1]] and seen["position_ids"] is pos
+    assert torch.equal(wide, fa.document_mask_tables(document_ids(pos))) and wide.shape == (1, 5 + fa.tables_width(5))
+    pos = torch.cat([torch.arange(130), torch.arange(170), torch.arange(300)]).reshape(2, 300)
+    document_forward_step(model, dict(batch, position_ids=pos))
+    assert torch.equal(seen["attention_mask"][:, :300], document_ids(pos))
+    _same_block_mask(fa.block_mask_from_tables(seen["attention_mask"], 300), fa.document_block_mask(document_ids(pos)))
     dense = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
     document_forward_step(model, dict(batch, attention_mask=dense))
     assert seen["attention_mask"] is dense  # megatron's local attention: its dense mask passes through

@@ -8,9 +8,14 @@ mask in that slot. :func:`document_forward_step` (the model config's
 ``forward_step_fn`` when ``data.document_masking`` is on) puts the document ids
 there instead, derived on the GPU from the position ids, which ``GPTDataset`` restarts
 at 0 after every end-of-document token (``reset_position_ids``) and at every packed
-document of a ``binarize --pack`` shard. :class:`trainer.megatron.flex_attention.FlexCoreAttention`
-reads them. A batch that carries a dense mask (megatron's local attention, the
-reference path) passes it through unchanged.
+document of a ``binarize --pack`` shard. With the ids go the flex ``BlockMask``'s tables,
+built here once per micro batch (outside the layers' CUDA graphs) rather than in each of
+the 24 layers: one ``int32 [b, s + extra]`` tensor,
+:func:`trainer.megatron.flex_attention.document_mask_tables` (its module doc says why
+the tables travel in the mask rather than in a cache).
+:class:`trainer.megatron.flex_attention.FlexCoreAttention` reads them. A batch that
+carries a dense mask (megatron's local attention, the reference path) passes it
+through unchanged.
 
 >>> import torch
 >>> document_ids(torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1]])).tolist()
@@ -39,6 +44,8 @@ def document_forward_step(model, batch: dict) -> torch.Tensor:
                          "which needs TransformerEngine; use binarize --pack shards instead")
     mask = batch.get("attention_mask")
     if mask is None:
-        mask = document_ids(batch["position_ids"])
+        from trainer.megatron.flex_attention import document_mask_tables
+
+        mask = document_mask_tables(document_ids(batch["position_ids"]))
     return model(input_ids=batch["tokens"], position_ids=batch["position_ids"], attention_mask=mask,
                  labels=batch["labels"])
