@@ -16,8 +16,11 @@ one call. Results accumulate in ``OUT/summary.json``; every call prints the tabl
 * ``kernels``: one layer's attention of Qwen2.5-0.5B (micro batch 4, 14 query heads,
   2 key/value heads, head dim 64, seq 2048, bf16), forward + backward: causal SDPA as
   the trainer calls it today, against the document-masked flex kernel on the document
-  layout of real packed samples (block mask built each call, as in the layers), and
-  the same flex kernel causal; each compared with a float32 dense-mask reference.
+  layout of real packed samples, its block mask built from the ids each call
+  (``flex_documents``) or rebuilt each call from the tables built once per micro batch,
+  as the layers now do (``flex_documents_prebuilt``), and the same flex kernel causal;
+  each compared with a float32 dense-mask reference. ``block_mask_ms`` and
+  ``block_mask_from_tables_ms`` time the two ways of getting the mask alone.
 * ``train``: ``trainer run`` (shipped LoRA config: micro batch 4, CUDA graphs, fused
   loss) for ``--steps`` steps from the same random base (imported once, then shared),
   one process per variant (``VARIANTS``). ``causal`` is today's training; ``packed``
@@ -143,12 +146,14 @@ def kernels(args, summary: dict) -> None:
 
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "shape": [b, hq, hkv, seq, d],
               "documents_per_sample": [int(r.max()) + 1 for r in doc]}
-    for name, kind, ids in (("flex_documents", "flex", doc), ("flex_causal", "flex", one_doc)):
-        ours, ref = run(kind, q, k, v, ids), run("dense", q, k, v, ids)
+    wide = fa.document_mask_tables(doc)  # ids and block tables, as document_forward_step builds them
+    for name, ids in (("flex_documents", doc), ("flex_documents_prebuilt", wide), ("flex_causal", one_doc)):
+        ours, ref = run("flex", q, k, v, ids), run("dense", q, k, v, ids[:, :seq])
         result[f"{name}_max_error"] = [round(float((a.float() - r).detach().abs().max()), 5) for a, r in zip(ours, ref)]
-        result[f"{name}_ms"] = round(_time(lambda: run(kind, q, k, v, ids)), 3)
+        result[f"{name}_ms"] = round(_time(lambda: run("flex", q, k, v, ids)), 3)
     result["sdpa_causal_ms"] = round(_time(lambda: run("sdpa", q, k, v, doc)), 3)
     result["block_mask_ms"] = round(_time(lambda: fa.document_block_mask(doc)), 3)
+    result["block_mask_from_tables_ms"] = round(_time(lambda: fa.block_mask_from_tables(wide, seq)), 3)
     causal_ref = run("dense", q, k, v, one_doc)
     result["sdpa_causal_max_error"] = [round(float((a.float() - r).detach().abs().max()), 5)
                                        for a, r in zip(run("sdpa", q, k, v, one_doc), causal_ref)]
