@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--model", help="Hugging Face model directory (default: random weights, Qwen2.5-0.5B shape)")
     parser.add_argument("--jcqa", help="JGLUE JCommonsenseQA JSONL (first 8,000 records: few-shot pool)")
     parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, help="questions per batch for ours (default 8 on CPU, 32 on a GPU)")
+    parser.add_argument("--batch-size", type=int, help="questions per batch for ours (default: trainer eval's, 8 on CPU, 128 on a GPU of 40 GiB or more)")
     parser.add_argument("--harness-batch", type=int, help="sequences per batch for the harness and ours unshared "
                         "(default 8 on CPU: 8 x 323 tokens x 151,936 float32 logits is already 1.6 GB; 160 on a GPU)")
     parser.add_argument("--device", default="auto")
@@ -114,10 +114,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from trainer.evaluate.jcqa_formats import build
+    from trainer.evaluate.report import jcqa_batch_size
     from trainer.evaluate.shared_prefix import score_choice_sets, score_unshared
 
     loaded = load(args)
-    args.batch_size = args.batch_size or (32 if loaded.device.startswith("cuda") else 8)
+    args.batch_size = args.batch_size or jcqa_batch_size(loaded.device)  # trainer eval's own default
     args.harness_batch = args.harness_batch or (160 if loaded.device.startswith("cuda") else 8)
     pool, qs, source = questions(args)
     prompted = build("lm-eval", loaded.tokenizer, qs, pool, 3, 2048)

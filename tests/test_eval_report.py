@@ -41,3 +41,17 @@ def test_table_rows_for_every_measure_with_baseline_change():
     assert "| JCQA (swallow format) | exact_match (higher is better) | 4 | 0.4000 | 0.3000 | +0.1000 |" in lines
     assert "| hellaswag | acc_norm (higher is better) | 0 | 0.3000 | 0.3500 | -0.0500 |" in lines
     assert "lm-evaluation-harness 0.4.13" in table
+
+
+def test_jcqa_batch_default_follows_the_device():
+    """Without --batch-size: 8 questions a batch on the CPU; on CUDA the rule of jcqa_batch_size (128 from 40 GiB)."""
+    import pytest
+
+    from trainer.evaluate.report import EvalSettings, jcqa_batch_size
+
+    assert EvalSettings().batch_size is None
+    assert jcqa_batch_size("cpu") == 8
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        assert jcqa_batch_size("cuda:0") == (128 if total >= 40 * 2**30 else 32)

@@ -52,7 +52,9 @@ def _parse_texts(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-docs", type=int, help="Score only the first N documents of each --text.")
 @click.option("--max-questions", type=int, help="Score only the first N JCQA questions.")
 @click.option("--max-length", default=1024, show_default=True, help="Tokens per scored window.")
-@click.option("--batch-size", default=8, show_default=True, help="Sequences (JCQA: questions) per batch.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Sequences (JCQA: questions) per batch [default: 8; JCQA on a GPU of 40 GiB or more: 128, "
+              "3.2x the harness on one H200 against 1.1x at 32].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16.")
 @click.option("--seed", default=0, show_default=True)

@@ -51,11 +51,28 @@ class EvalSettings:
     max_docs: int | None = None
     max_questions: int | None = None
     max_length: int = 1024
-    batch_size: int = 8
+    batch_size: int | None = None
+    """Sequences (JCQA: questions) per batch; None: 8, and :func:`jcqa_batch_size` for JCQA."""
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
     progress: bool = True
+
+
+def jcqa_batch_size(device: str) -> int:
+    """Questions per batch for the shared-context JCQA scorer when ``--batch-size`` is not given.
+
+    On one NVIDIA H200 (bf16, 1,000 questions, ~320 tokens a choice) 128 questions a
+    batch scored 269 questions/s, 3.2x the harness, against 98 (1.1x) at 32: the
+    shared path's work per batch is small, so it wants wide batches. 128 needs a
+    few GiB of logits and cache, so smaller GPUs (under 40 GiB) and the CPU keep 32 and 8.
+    """
+    if not device.startswith("cuda"):
+        return 8
+    import torch
+
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return 128 if total >= 40 * 2**30 else 32
 
 
 def evaluate_model(path: str, s: EvalSettings) -> dict:
@@ -66,15 +83,15 @@ def evaluate_model(path: str, s: EvalSettings) -> dict:
     for name, source in s.texts.items():
         out["text"][name] = evaluate_perplexity(
             loaded, source, max_docs=s.max_docs, max_length=s.max_length,
-            batch_size=s.batch_size, progress=s.progress).as_dict()
+            batch_size=s.batch_size or 8, progress=s.progress).as_dict()
     if s.jcqa:
         out["jcqa"] = evaluate_jcqa(
             loaded, s.jcqa, fmt=s.jcqa_format, fewshot=s.fewshot, fewshot_path=s.fewshot_path,
-            max_questions=s.max_questions, max_length=s.max_length, batch_size=s.batch_size,
-            progress=s.progress, details=s.details)
+            max_questions=s.max_questions, max_length=s.max_length,
+            batch_size=s.batch_size or jcqa_batch_size(loaded.device), progress=s.progress, details=s.details)
     if s.tasks:
         out["harness"] = run_tasks(loaded, s.tasks, task_data=s.task_data, num_fewshot=s.task_fewshot,
-                                   limit=s.limit, batch_size=s.batch_size, seed=s.seed)
+                                   limit=s.limit, batch_size=s.batch_size or 8, seed=s.seed)
     del loaded
     gc.collect()
     return out
