@@ -246,6 +246,22 @@ def verify_structure(prefix: str | os.PathLike, *, sidecar: bool = True) -> list
     return problems
 
 
+def verify_files(prefix: str | os.PathLike) -> list[Problem]:
+    """The structural checks of the ``.bin``/``.idx`` pair alone, the sidecar left out.
+
+    For readers that take the tokens as they are (``trainer eval --text`` on a shard):
+    damaged files must stop them, but a missing or foreign sidecar only costs them
+    the tokenizer's name, which they can do without.
+    """
+    shard, problems = open_shard(prefix)
+    if shard is None:
+        return problems
+    for check in STRUCTURE_CHECKS:
+        if check is not check_sidecar:
+            problems += check(shard)
+    return problems
+
+
 # -------------------------------------------------------------- content checks
 
 def verify_content(prefix: str | os.PathLike, vocab_size: int | None = None) -> list[Problem]:

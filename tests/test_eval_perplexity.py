@@ -135,3 +135,28 @@ def test_real_qwen_tokenizer_shard_decodes_through_jpcorpus(tmp_path):
     assert shard.decoded_with == "jpcorpus:qwen2.5"
     assert shard.chars == sum(map(len, texts)) and shard.tokens == text.tokens
     assert shard.nll == pytest.approx(text.nll, rel=1e-6)
+
+
+def test_damaged_shard_is_refused_before_scoring(loaded, heldout_jsonl, tiny_models, tmp_path):
+    """A .bin cut by one byte: trainer eval --text refuses it as trainer run does (exit 1, the shard, the fix)."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from jpcorpus.errors import DataProblem
+    from jpcorpus.indexed_dataset import IndexedDatasetWriter
+    from trainer.cli import main
+    from trainer.evaluate.perplexity import evaluate_perplexity
+
+    prefix = tmp_path / "cut"
+    with IndexedDatasetWriter(prefix, np.uint16) as writer:
+        writer.add_document(np.array([5, 6, 7, loaded.tokenizer.eos_token_id], dtype=np.uint16))
+        writer.finalize()
+    assert evaluate_perplexity(loaded, str(prefix), progress=False).documents == 1  # sound: scored
+    bin_path = prefix.with_suffix(".bin")
+    bin_path.write_bytes(bin_path.read_bytes()[:-1])
+    with pytest.raises(DataProblem, match=r"cut.*re-run jpcorpus binarize.*troubleshooting\.md#"):
+        evaluate_perplexity(loaded, str(prefix), progress=False)
+    result = CliRunner().invoke(main, ["eval", tiny_models[0], "--text", f"v={prefix}", "--device", "cpu",
+                                       "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.output and str(prefix) in result.output and "Traceback" not in result.output

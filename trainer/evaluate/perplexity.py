@@ -111,9 +111,20 @@ def shard_decoder(prefix, loaded) -> tuple[object, int | None, str]:
 
 
 def iter_shard_docs(prefix, loaded, decode, eod_id: int | None) -> Iterator[HeldoutDoc]:
-    """Documents of a shard; the end-of-document token (sidecar's ``eod_id``) is stripped."""
-    from jpcorpus.indexed_dataset import IndexedDataset
+    """Documents of a shard; the end-of-document token (sidecar's ``eod_id``) is stripped.
 
+    The ``.bin``/``.idx`` pair gets ``inspect-idx --verify``'s structural checks first (as in
+    ``trainer run``), so a truncated or damaged shard is a clear refusal (exit 1), not numpy's
+    error or a held-out loss over garbage; the sidecar is optional here (only the decoder
+    comes from it).
+    """
+    from jpcorpus.errors import DataProblem
+    from jpcorpus.indexed_dataset import IndexedDataset
+    from jpcorpus.verify import verify_files
+
+    problems = verify_files(prefix)
+    if problems:  # exit 1, as trainer run's refusal of the same shard
+        raise DataProblem("\n".join(str(p) for p in problems))
     ds = IndexedDataset(prefix)
     vocab = loaded.model.get_input_embeddings().num_embeddings
     for i in range(ds.documents):
