@@ -40,3 +40,12 @@ def test_a_small_run_of_the_script(tmp_path, sample_path):
     (dedup,) = results["dedup"]
     assert dedup["recall"] > 0.95 and dedup["precision"] == 1.0
     assert results["driver"]["decide_edges_s"] > 0
+
+
+def test_schedule_window_holds_back_tasks_behind_a_long_one():
+    """bench/scale_schedule.py: with 2 tasks in flight, a 3 s head keeps the next ones waiting."""
+    import scale_schedule as mod
+
+    assert mod.finish_time([3, 1, 1, 1], workers=2, ahead=2) == 4
+    assert mod.finish_time([3, 1, 1, 1], workers=2, ahead=100) == 3
+    assert mod.finish_time([1] * 8, workers=1, ahead=2) == 8
