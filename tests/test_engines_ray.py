@@ -81,6 +81,28 @@ def test_engine_ray_without_an_address_starts_ray_here(tmp_path):
     assert json.loads((tmp_path / "rep.json").read_text(encoding="utf-8"))["engine"]["nodes"] == 1
 
 
+@pytest.mark.parametrize("command", ["normalize", "binarize"])
+def test_an_address_nobody_answers_at_fails_in_seconds_with_the_fix(tmp_path, command):
+    """Ray itself retries such an address for minutes, logging; we refuse it at once (exit 2), saying what to do."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    for address, says in [(f"127.0.0.1:{port}", "nothing answers there"), ("headnode", "expected HOST:PORT")]:
+        result = CliRunner().invoke(main, [command, str(DATA / "golden_in.jsonl"), "--skip-bad", "-o",
+                                           str(tmp_path / "out"), "--engine", "ray", "--ray-address", address])
+        assert result.exit_code == 2, result.output
+        assert f"error: --ray-address {address}: {says}" in result.output, result.output
+    assert "ray start --head --port PORT" in CliRunner().invoke(main, [
+        command, str(DATA / "golden_in.jsonl"), "-o", str(tmp_path / "out"), "--engine", "ray",
+        "--ray-address", f"127.0.0.1:{port}"]).output
+    assert time.monotonic() - started < 30
+    assert not list(tmp_path.iterdir())  # no output, no work directory
+
+
 def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path, sample_path):
     common = ["binarize", "--quiet", sample_path, sample_path, "--valid-fraction", "0.2", "--max-shard-size", "1MB"]
     _invoke(*common, "-o", tmp_path / "l")

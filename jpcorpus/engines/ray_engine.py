@@ -33,6 +33,30 @@ def _invoke(fn: Callable, item):
     return fn(item), ray.get_runtime_context().get_node_id()
 
 
+_JOIN_HINT = ("start its head first (ray start --head --port PORT) and pass --ray-address HEAD:PORT, "
+              "or leave --ray-address out to start Ray on this machine (see docs/troubleshooting.md#ray-cluster)")
+PROBE_SECONDS = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with the fix, where Ray would retry an address nobody answers at for minutes.
+
+    Only ``HOST:PORT`` is probed (a TCP connection to the head's port); ``auto`` and
+    ``ray://`` addresses are Ray's to resolve.
+    """
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address}: expected HOST:PORT (e.g. 10.0.0.1:6379), auto, or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        raise ValueError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); {_JOIN_HINT}") from None
+
+
 def _import_ray():
     try:
         import ray
@@ -55,7 +79,11 @@ class RayEngine:
             if address is None:
                 ray.init(num_cpus=workers or os.cpu_count(), **options)
             else:
-                ray.init(address=address, **options)
+                _check_reachable(address)
+                try:
+                    ray.init(address=address, **options)
+                except ConnectionError as exc:  # "auto" with no cluster on this machine, a head gone away
+                    raise ValueError(f"--ray-address {address}: no Ray cluster to join ({exc}); {_JOIN_HINT}") from None
             self._owns = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers
