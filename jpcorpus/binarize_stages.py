@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jpcorpus import partitions, workdir
-from jpcorpus.engines import Done, cached
+from jpcorpus.engines import cached
 from jpcorpus.indexed_dataset import IndexedDataset, IndexedDatasetWriter, bin_path
 from jpcorpus.readers import InputError, ReadStats
 
@@ -56,13 +56,6 @@ class TokenizeTask:
     part: partitions.Partition
 
 
-def name_of(index: int) -> str:
-    return f"p{index:06d}"
-
-
-def marker_key(job: TokenizeJob, part: partitions.Partition) -> str:
-    return f"{job.key}:{part.key}"
-
 
 def load_worker_tokenizer(spec: str, eod_token: str | None):
     """The tokenizer, once per process (a forked local worker finds the driver's)."""
@@ -79,8 +72,8 @@ def tokenize_partition(task: TokenizeTask) -> dict:
     job, part = task.job, task.part
     tokenizer = load_worker_tokenizer(job.tokenizer, job.eod_token)
     dtype = np.dtype(job.dtype)
-    folder = Path(job.folder)
-    writers = [IndexedDatasetWriter(folder / f"{name_of(part.index)}.{split}", dtype) for split in job.splits]
+    folder, name = Path(job.folder), workdir.partition_name(part.index)
+    writers = [IndexedDatasetWriter(folder / f"{name}.{split}", dtype) for split in job.splits]
     stats, skips = ReadStats(), []
     try:
         texts, splits, size = [], [], 0
@@ -109,7 +102,7 @@ def tokenize_partition(task: TokenizeTask) -> dict:
         raise
     summary = {"index": part.index, "error": None, "documents": [w.documents for w in writers],
                "tokens": [w.tokens for w in writers], "read": stats.as_dict(), "skips": skips}
-    workdir.mark_done(folder, name_of(part.index), marker_key(job, part), summary)
+    workdir.mark_done(folder, name, workdir.partition_marker_key(job.key, part), summary)
     return summary
 
 
@@ -125,16 +118,11 @@ def _add(writers: list[IndexedDatasetWriter], tokens: np.ndarray, lengths: np.nd
 
 def tokenize_all(engine, job: TokenizeJob, paths: list[str], target: int, stats: ReadStats, progress) -> list[dict]:
     """The tokenize stage over every partition (finished ones reused), summaries in input order."""
-    folder = Path(job.folder)
-
-    def tasks():
-        for part in partitions.plan(paths, target, job.text_key, stats):
-            summary = workdir.finished(folder, name_of(part.index), marker_key(job, part))
-            yield Done(dict(summary, reused=True)) if summary else TokenizeTask(job, part)
-
+    tasks = workdir.tasks_or_reused(partitions.plan(paths, target, job.text_key, stats), Path(job.folder), job,
+                                    TokenizeTask)
     progress.stage("tokenize", None, "docs")
     done = []
-    for summary in engine.map(tokenize_partition, tasks()):
+    for summary in engine.map(tokenize_partition, tasks):
         if summary["error"] is not None:
             raise InputError(*summary["error"])
         read = summary["read"]
@@ -151,7 +139,7 @@ def merge(job: TokenizeJob, done: list[dict], writers: list, progress) -> None:
     progress.stage("merge", sum(sum(s["tokens"]) for s in done), "tokens")
     for summary in done:
         for split, writer in zip(job.splits, writers):
-            prefix = Path(job.folder) / f"{name_of(summary['index'])}.{split}"
+            prefix = Path(job.folder) / f"{workdir.partition_name(summary['index'])}.{split}"
             lengths = np.asarray(IndexedDataset(prefix).lengths)
             data = np.memmap(bin_path(prefix), dtype=np.dtype(job.dtype), mode="r") if len(lengths) else None
             ends = np.cumsum(lengths, dtype=np.int64)

@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -97,6 +97,26 @@ def finished(folder: Path, name: str, key: str) -> dict | None:
 
 def mark_done(folder: Path, name: str, key: str, summary: dict) -> None:
     write_json(marker_path(folder, name), {"key": key, "summary": summary})
+
+
+def partition_name(index: int) -> str:
+    """A partition's file stem in a stage folder: its place in the input (names sort in input order)."""
+    return f"p{index:06d}"
+
+
+def partition_marker_key(job_key: str, part) -> str:
+    """What a partition's marker must hold to be reused: the stage's settings and the partition's input."""
+    return f"{job_key}:{part.key}"
+
+
+def tasks_or_reused(parts: Iterable, folder: Path, job, make_task: Callable) -> Iterator:
+    """Each partition as ``make_task(job, part)``, or as ``Done`` with the summary an earlier run's
+    marker holds for these settings (marked ``reused``), for an engine's ``map``."""
+    from jpcorpus.engines import Done
+
+    for part in parts:
+        summary = finished(folder, partition_name(part.index), partition_marker_key(job.key, part))
+        yield Done(dict(summary, reused=True)) if summary else make_task(job, part)
 
 
 def remove(path: Path) -> None:

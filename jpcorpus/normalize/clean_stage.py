@@ -57,13 +57,6 @@ class CleanTask:
     part: partitions.Partition
 
 
-def name_of(index: int) -> str:
-    return f"p{index:06d}"
-
-
-def marker_key(job: CleanJob, part: partitions.Partition) -> str:
-    return f"{job.key}:{part.key}"
-
 
 def counts_to_dicts(counts: list[StepCount]) -> list[dict]:
     """A task's counts as JSON (they travel back to the driver and stay in the marker)."""
@@ -115,8 +108,9 @@ def clean_partition(task: CleanTask) -> dict:
     _run_batch(pending, steps, dedups, counts, out, job.text_key)
     summary = {"index": part.index, "error": None, "items": position, "kept": len(out.kept_pos),
                "counts": counts_to_dicts(counts), "read": stats.as_dict()}
-    out.save(Path(job.folder), name_of(part.index))
-    workdir.mark_done(Path(job.folder), name_of(part.index), marker_key(job, part), summary)
+    folder, name = Path(job.folder), workdir.partition_name(part.index)
+    out.save(folder, name)
+    workdir.mark_done(folder, name, workdir.partition_marker_key(job.key, part), summary)
     return summary
 
 

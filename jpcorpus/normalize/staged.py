@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from jpcorpus import dedup_run, dedup_stages, partitions, workdir
-from jpcorpus.engines import Done, check_workers, make_engine
+from jpcorpus.engines import check_workers, make_engine
 from jpcorpus.engines.progress import StageProgress
 from jpcorpus.errors import EmptyResult, empty_message
 from jpcorpus.inputs import expand, is_url, size_of
-from jpcorpus.normalize.clean_stage import (CleanJob, CleanTask, clean_partition, counts_from_dicts, marker_key,
-                                            name_of)
+from jpcorpus.normalize.clean_stage import CleanJob, CleanTask, clean_partition, counts_from_dicts
 from jpcorpus.normalize.output import AtomicJsonlWriter, encode_record
 from jpcorpus.normalize.profiles import build_steps, load_profile
 from jpcorpus.normalize.report import EXAMPLES_PER_REASON, RunReport, StepCount
@@ -108,16 +107,10 @@ def _step_counts(steps) -> list[StepCount]:
 
 def _clean(eng, job: CleanJob, paths, target, text_key, stats: ReadStats, counts, bar) -> list[dict]:
     """The clean stage: one task per partition (finished ones reused); counts merged in input order."""
-    folder = Path(job.folder)
-
-    def tasks():
-        for part in partitions.plan(paths, target, text_key, stats):
-            summary = workdir.finished(folder, name_of(part.index), marker_key(job, part))
-            yield Done(dict(summary, reused=True)) if summary else CleanTask(job, part)
-
+    tasks = workdir.tasks_or_reused(partitions.plan(paths, target, text_key, stats), Path(job.folder), job, CleanTask)
     bar.stage("clean", None, "docs")
     done = []
-    for summary in eng.map(clean_partition, tasks()):
+    for summary in eng.map(clean_partition, tasks):
         if summary["error"] is not None:
             raise InputError(*summary["error"])
         for total, part in zip(counts, counts_from_dicts(summary["counts"])):
@@ -147,7 +140,7 @@ def _write(work: Path, done: list[dict], specs, report: RunReport, output: str, 
         for summary in done:
             verdicts = np.asarray(status[start:start + summary["kept"]])
             start += summary["kept"]
-            _write_partition(work / "clean", name_of(summary["index"]), verdicts, specs, dedup_counts,
+            _write_partition(work / "clean", workdir.partition_name(summary["index"]), verdicts, specs, dedup_counts,
                              out, rej, report)
             bar.advance(summary["items"])
         out.flush()
