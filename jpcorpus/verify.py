@@ -229,36 +229,23 @@ STRUCTURE_CHECKS: list[Callable[[OpenShard], list[Problem]]] = [
 ]
 
 
-def verify_structure(prefix: str | os.PathLike, *, sidecar: bool = True) -> list[Problem]:
+def verify_structure(prefix: str | os.PathLike, *, sidecar: bool | None = True) -> list[Problem]:
     """Every structural check; the problems found (empty: sound). Cheap whatever the shard's size.
 
     With ``sidecar=False`` a missing sidecar is not a problem (a shard made by
-    another tool); a sidecar that is present is always checked.
+    another tool); a sidecar that is present is always checked. With ``sidecar=None``
+    only the ``.bin``/``.idx`` pair is checked: for readers that take the tokens as
+    they are (``trainer eval --text``), which a missing or foreign sidecar only costs
+    the tokenizer's name.
     """
     shard, problems = open_shard(prefix)
     if shard is None:
         return problems
     for check in STRUCTURE_CHECKS:
-        if check is check_sidecar and (not sidecar and shard.sidecar is None
+        if check is check_sidecar and (sidecar is None or not sidecar and shard.sidecar is None
                                        or any(p.anchor in _UNREADABLE for p in problems)):
             continue  # damaged files disagree with their sidecar too: say it once
         problems += check(shard)
-    return problems
-
-
-def verify_files(prefix: str | os.PathLike) -> list[Problem]:
-    """The structural checks of the ``.bin``/``.idx`` pair alone, the sidecar left out.
-
-    For readers that take the tokens as they are (``trainer eval --text`` on a shard):
-    damaged files must stop them, but a missing or foreign sidecar only costs them
-    the tokenizer's name, which they can do without.
-    """
-    shard, problems = open_shard(prefix)
-    if shard is None:
-        return problems
-    for check in STRUCTURE_CHECKS:
-        if check is not check_sidecar:
-            problems += check(shard)
     return problems
 
 

@@ -120,9 +120,9 @@ def iter_shard_docs(prefix, loaded, decode, eod_id: int | None) -> Iterator[Held
     """
     from jpcorpus.errors import DataProblem
     from jpcorpus.indexed_dataset import IndexedDataset
-    from jpcorpus.verify import verify_files
+    from jpcorpus.verify import verify_structure
 
-    problems = verify_files(prefix)
+    problems = verify_structure(prefix, sidecar=None)
     if problems:  # exit 1, as trainer run's refusal of the same shard
         raise DataProblem("\n".join(str(p) for p in problems))
     ds = IndexedDataset(prefix)
