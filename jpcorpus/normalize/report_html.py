@@ -132,8 +132,7 @@ def _svg(name: str, hist: dict, limits: list[dict]) -> str:
             if bound is not None:
                 px = min(max(xpos(bound), _PAD), _W - _PAD)
                 body.append(f'<line x1="{px:.1f}" y1="{_TOP - 4}" x2="{px:.1f}" y2="{_H - _PAD}" stroke="#c00" '
-                            f'stroke-dasharray="3,2"/><text x="{px + 2:.1f}" y="{_TOP - 6}" font-size="9" '
-                            f'fill="#c00">{_num(bound)}</text>')
+                            f'stroke-dasharray="3,2"/>{_limit_label(px, _num(bound))}')
     lo, hi = edges[first], edges[last + 1] if last + 1 < len(edges) else edges[last] * 10 ** 0.1
     total = sum(kept) + sum(dropped)
     skipped = f", {hist['not_judged']:,} not judged" if hist.get("not_judged") else ""
@@ -144,6 +143,13 @@ def _svg(name: str, hist: dict, limits: list[dict]) -> str:
             + "".join(body) +
             f'<text x="{_PAD}" y="{_H - 4}" font-size="9">{_num(lo)}</text>'
             f'<text x="{_W - _PAD}" y="{_H - 4}" font-size="9" text-anchor="end">{_num(hi)}</text></svg>')
+
+
+def _limit_label(px: float, text: str) -> str:
+    """A threshold's value beside its line, on the side with room (a line near the right edge gets it on its left)."""
+    if px > _W / 2:
+        return f'<text x="{px - 2:.1f}" y="{_TOP - 6}" font-size="9" fill="#c00" text-anchor="end">{text}</text>'
+    return f'<text x="{px + 2:.1f}" y="{_TOP - 6}" font-size="9" fill="#c00">{text}</text>'
 
 
 def _num(value: float) -> str:
