@@ -24,7 +24,8 @@ one call. Results accumulate in ``OUT/summary.json``; every call prints the tabl
 * ``train``: ``trainer run`` (shipped LoRA config: micro batch 4, CUDA graphs, fused
   loss) for ``--steps`` steps from the same random base (imported once, then shared),
   one process per variant (``VARIANTS``). ``causal`` is today's training; ``packed``
-  the packed shards (document masking on by itself, CUDA graphs kept); the ``-eager``
+  the packed shards (document masking on by itself, CUDA graphs kept; ``packed-torch`` the
+  same with torch's flex kernel options instead of the tuned ones); the ``-eager``
   variants turn CUDA graphs off (the fallback if capture fails with flex).
 * ``eval``: exports each variant's last checkpoint (``trainer export``) and scores the
   same held-out documents, ``SHARDS_valid``, one document at a time (``trainer eval``,
@@ -55,6 +56,7 @@ import trainer_speed  # noqa: E402  (the trainer run driver of bench/trainer_spe
 VARIANTS = {
     "causal": (False, []),
     "packed": (True, []),
+    "packed-torch": (True, ["model.flex_kernel_options=torch"]),  # flex with torch's kernel options
     "packed-eager": (True, ["model.cuda_graphs=false"]),
     "causal-eager": (False, ["model.cuda_graphs=false"]),
     "masked": (False, ["data.document_masking=true"]),  # ordinary shards, attention confined at EOD

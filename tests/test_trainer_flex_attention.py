@@ -42,6 +42,39 @@ def test_upstream_signatures_still_have_what_we_pass():
     assert {"input_ids", "position_ids", "attention_mask", "labels"} <= set(inspect.signature(GPTModel.forward).parameters)
 
 
+def test_tuned_kernel_options_are_torch_options():
+    """If this fails, torch renamed a flex kernel option the tuned table sets: re-measure
+    (bench/flex_options.py) and update TUNED_KERNEL_OPTIONS."""
+    from torch.nn.attention.flex_attention import FlexKernelOptions
+
+    known = set(FlexKernelOptions.__annotations__)
+    assert fa.TUNED_KERNEL_OPTIONS, "the table holds at least the measured Hopper entry"
+    for (capability, head_dim, dtype), options in fa.TUNED_KERNEL_OPTIONS.items():
+        assert getattr(torch, dtype).is_floating_point and head_dim > 0 and len(capability) == 2
+        for name in options:
+            assert name.removeprefix("fwd_").removeprefix("bwd_") in known, name
+        # the kernels' static assertions and the mask's 128-token blocks
+        if "bwd_BLOCK_M1" in options:
+            assert options["bwd_BLOCK_N1"] % options["bwd_BLOCK_M1"] == 0
+            assert options["bwd_BLOCK_M2"] % options["bwd_BLOCK_N2"] == 0
+        for name in ("fwd_BLOCK_M", "fwd_BLOCK_N", "bwd_BLOCK_M1", "bwd_BLOCK_N1", "bwd_BLOCK_M2", "bwd_BLOCK_N2"):
+            if name in options:
+                assert fa.BLOCK % options[name] == 0, name
+
+
+def test_kernel_options_choice():
+    hopper = fa.tuned_options((9, 0), 64, torch.bfloat16)
+    assert hopper == fa.TUNED_KERNEL_OPTIONS[((9, 0), 64, "bfloat16")]
+    hopper["fwd_BLOCK_M"] = 1  # a copy: the caller cannot change the table
+    assert fa.TUNED_KERNEL_OPTIONS[((9, 0), 64, "bfloat16")]["fwd_BLOCK_M"] != 1
+    assert fa.tuned_options((9, 0), 128, torch.bfloat16) is None  # another shape: torch chooses
+    assert fa.tuned_options((8, 0), 64, torch.bfloat16) is None  # another card
+    q = torch.zeros(1, 2, 8, 64)
+    assert fa.kernel_options(q, "tuned") is None and fa.kernel_options(q, "torch") is None  # the CPU: none
+    with pytest.raises(ValueError, match="model.flex_kernel_options: 'fast'"):
+        fa.kernel_options(q, "fast")
+
+
 def _dense_blocks(num, idx, n):
     sel = torch.arange(n)[None, None, None, :] < num[..., None]
     out = torch.zeros(num.shape[0], 1, n, n, dtype=torch.bool)

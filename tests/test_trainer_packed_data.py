@@ -219,6 +219,13 @@ def test_model_config_with_document_masking():
     assert off.forward_step_fn is not document_forward_step and off.transformer_layer_spec is not flex_layer_spec
     local = from_dict({"model": {"from_scratch": True, "preset": "tiny", "attention": "local", "cuda_graphs": False}})
     assert nemo_model_config(get_preset("tiny"), local, True).transformer_layer_spec is local_layer_spec
+    # model.flex_kernel_options reaches FlexCoreAttention through the megatron config
+    assert on.jp_flex_kernel_options == "tuned"
+    torch_choice = from_dict({"model": {"from_scratch": True, "preset": "tiny", "cuda_graphs": False,
+                                        "flex_kernel_options": "torch"}})
+    assert nemo_model_config(get_preset("tiny"), torch_choice, True).jp_flex_kernel_options == "torch"
+    with pytest.raises(ValueError, match="model.flex_kernel_options"):
+        from_dict({"model": {"from_scratch": True, "preset": "tiny", "flex_kernel_options": "fast"}})
 
 
 @pytest.mark.slow

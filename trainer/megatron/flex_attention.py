@@ -49,9 +49,15 @@ compare the block structure with ``create_block_mask``'s and run the compiled
 kernel's forward on the CPU; ``bench/packing_gpu.py`` checks forward and backward
 against dense SDPA on the GPU. Attention dropout is not supported (Qwen2 uses none).
 
+Kernel options: torch's heuristics pick the Triton kernels' block sizes; for the trainer's
+shape on Hopper (head dim 64, bf16) ``bench/flex_options.py`` measured better ones
+(:data:`TUNED_KERNEL_OPTIONS`: one layer's forward + backward 0.580 against 0.669 ms on
+one H200), used unless ``model.flex_kernel_options=torch``.
+
 Guard: ``tests/test_trainer_flex_attention.py`` fails if the signatures of
 ``flex_attention``, ``BlockMask.from_kv_blocks``, the ``BlockMask`` constructor or
-``DotProductAttention.forward`` change.
+``DotProductAttention.forward`` change, or if a tuned option stops being one of torch's
+``FlexKernelOptions``.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from trainer.megatron.layers import SDPACoreAttention
 
 BLOCK = 128  # flex_attention's default sparse block size (queries and keys)
 # flex_attention / BlockMask.from_kv_blocks parameters this module passes (torch 2.11 and 2.13).
-FLEX_PARAMS = ("query", "key", "value", "block_mask", "scale", "enable_gqa")
+FLEX_PARAMS = ("query", "key", "value", "block_mask", "scale", "enable_gqa", "kernel_options")
 FROM_KV_BLOCKS_PARAMS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "BLOCK_SIZE",
                          "mask_mod", "seq_lengths")
 # The BlockMask tables after the ids in document_mask_tables' tensor, in this order; each is
@@ -76,6 +82,40 @@ TABLES = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"
           "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")
 BLOCK_MASK_PARAMS = ("seq_lengths", *TABLES, "BLOCK_SIZE", "mask_mod")
 _compiled_flex = None
+
+# Options of flex's Triton kernels (``flex_attention(kernel_options=...)``; names as torch's
+# ``FlexKernelOptions``, ``fwd_``/``bwd_`` for one pass only), measured for the trainer's attention
+# by ``bench/flex_options.py`` and keyed by (compute capability, head dim, dtype name). Where no entry
+# matches (another card or shape), or with ``model.flex_kernel_options=torch``, torch's own
+# heuristics choose. Filled from measurements only: docs/benchmarks.md has each entry's run.
+TUNED_KERNEL_OPTIONS: dict[tuple[tuple[int, int], int, str], dict] = {
+    # Hopper (sm90: H100, H200), head dim 64 (Qwen2.5-0.5B), bf16: one layer's forward + backward,
+    # micro batch 4, seq 2048, replayed as a CUDA graph on one H200: 0.580 ms against 0.669 with
+    # torch 2.11's choice (forward 128 x 128, backward 64 x 128 / 128 x 64 with 8 warps), the same
+    # errors against a float32 reference. Nearly all of it is the backward kernels'.
+    ((9, 0), 64, "bfloat16"): {
+        "fwd_BLOCK_M": 64, "fwd_BLOCK_N": 64, "fwd_num_stages": 3, "fwd_num_warps": 4,
+        "bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
+        "bwd_num_stages": 3, "bwd_num_warps": 4,
+    },
+}
+KERNEL_OPTION_CHOICES = ("tuned", "torch")
+CONFIG_ATTR = "jp_flex_kernel_options"  # set on the TransformerConfig by trainer.megatron.fast_spec
+
+
+def tuned_options(capability: tuple[int, int], head_dim: int, dtype: torch.dtype) -> dict | None:
+    """:data:`TUNED_KERNEL_OPTIONS`' entry for this card and shape (a copy), or None (torch chooses)."""
+    options = TUNED_KERNEL_OPTIONS.get((tuple(capability), head_dim, str(dtype).removeprefix("torch.")))
+    return dict(options) if options else None
+
+
+def kernel_options(q: torch.Tensor, choice: str = "tuned") -> dict | None:
+    """The ``kernel_options`` for ``q`` (``[b, heads, s, head_dim]``) under ``model.flex_kernel_options``."""
+    if choice not in KERNEL_OPTION_CHOICES:
+        raise ValueError(f"model.flex_kernel_options: {choice!r} is not one of {', '.join(KERNEL_OPTION_CHOICES)}")
+    if choice == "torch" or not q.is_cuda:
+        return None
+    return tuned_options(torch.cuda.get_device_capability(q.device), q.shape[-1], q.dtype)
 
 
 def is_document_ids(mask) -> bool:
@@ -197,17 +237,21 @@ def dense_document_mask(doc: torch.Tensor) -> torch.Tensor:
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
-def document_attention(q, k, v, mask: torch.Tensor, scale: float | None, groups: int) -> torch.Tensor:
+def document_attention(q, k, v, mask: torch.Tensor, scale: float | None, groups: int,
+                       options: str | dict = "tuned") -> torch.Tensor:
     """Block-diagonal causal attention of ``[b, heads, s, hn]`` tensors (see the module doc).
 
     ``mask``: document ids ``[b, s]``, or :func:`document_mask_tables`' ids and block tables.
+    ``options``: ``tuned`` / ``torch`` (:func:`kernel_options`), or a ``kernel_options`` dict itself.
     """
     global _compiled_flex
     s = q.shape[2]
     if q.is_cuda:
         if _compiled_flex is None:
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        return _compiled_flex(q, k, v, block_mask=_block_mask(mask, s), scale=scale, enable_gqa=groups > 1)
+        chosen = options if isinstance(options, dict) else kernel_options(q, options)
+        return _compiled_flex(q, k, v, block_mask=_block_mask(mask, s), scale=scale, enable_gqa=groups > 1,
+                              kernel_options=chosen)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):  # flex: no CPU backward
         _has_tables(mask, s)  # the width check alone: the dense mask needs only the ids
         if groups > 1:
@@ -243,7 +287,8 @@ class FlexCoreAttention(SDPACoreAttention):
         query, key = self.take_pending_rope(query, key)
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]
-        out = document_attention(q, k, v, attention_mask, self.softmax_scale, groups)
+        out = document_attention(q, k, v, attention_mask, self.softmax_scale, groups,
+                                 getattr(self.config, CONFIG_ATTR, "tuned"))
         sq, b = out.shape[2], out.shape[0]
         return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
 

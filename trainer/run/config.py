@@ -26,6 +26,7 @@ from trainer.run.parallel import ParallelConfig, checks as parallel_checks
 from trainer.run.presets import PRESETS
 
 SDPA_BACKENDS = ("default", "auto", "cudnn", "flash", "efficient", "math")  # trainer/megatron/sdpa_backend.py
+FLEX_KERNEL_OPTIONS = ("tuned", "torch")  # trainer/megatron/flex_attention.py: KERNEL_OPTION_CHOICES
 
 
 @dataclass
@@ -64,6 +65,10 @@ class ModelConfig:
     """Kernel of the SDPA core attention (``trainer/megatron/sdpa_backend.py``): ``default``
     (today's: key/value heads expanded, torch picks), ``auto`` (grouped heads, torch picks),
     ``cudnn``, ``flash``, ``efficient``, ``math`` (grouped heads, that kernel)."""
+    flex_kernel_options: str = "tuned"
+    """Kernel options of the document-masked flex attention (``data.document_masking`` and packed
+    shards; ``trainer/megatron/flex_attention.py``): ``tuned`` (measured block sizes for the cards
+    listed there, torch's own choice elsewhere) or ``torch`` (always torch's choice)."""
     compile_layers: bool = False
     """GPU: ``torch.compile`` each transformer layer's training forward (inside the CUDA graphs
     when those are on; ``trainer/megatron/compiled_layer.py``)."""
@@ -229,6 +234,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "set model.cuda_graphs=false to recompute, or model.recompute=null"),
         ("model.sdpa_backend", m.sdpa_backend in SDPA_BACKENDS,
          f"{m.sdpa_backend!r} is not one of {', '.join(SDPA_BACKENDS)}"),
+        ("model.flex_kernel_options", m.flex_kernel_options in FLEX_KERNEL_OPTIONS,
+         f"{m.flex_kernel_options!r} is not one of {', '.join(FLEX_KERNEL_OPTIONS)}"),
         ("model.mlp_recompute", not (m.mlp_recompute and m.recompute and "mlp" in m.recompute),
          "model.mlp_recompute and model.recompute=[mlp] both recompute the MLP; keep one"),
         ("peft.fused_adapters", not p.fused_adapters or p.lean_adapters,

@@ -116,6 +116,10 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: b
 
     fast_spec.configure(config, sdpa_backend=cfg.model.sdpa_backend, compile_layers=cfg.model.compile_layers,
                         mlp_recompute=cfg.model.mlp_recompute)
+    if document_masking:
+        from trainer.megatron.flex_attention import CONFIG_ATTR
+
+        setattr(config, CONFIG_ATTR, cfg.model.flex_kernel_options)  # read by FlexCoreAttention
     return config
 
 
