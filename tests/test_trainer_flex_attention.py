@@ -63,6 +63,9 @@ def test_tuned_kernel_options_are_torch_options():
 
 
 def test_kernel_options_choice():
+    from trainer.run.config import FLEX_KERNEL_OPTIONS
+
+    assert FLEX_KERNEL_OPTIONS == fa.KERNEL_OPTION_CHOICES  # the config's validation (no torch import there)
     hopper = fa.tuned_options((9, 0), 64, torch.bfloat16)
     assert hopper == fa.TUNED_KERNEL_OPTIONS[((9, 0), 64, "bfloat16")]
     hopper["fwd_BLOCK_M"] = 1  # a copy: the caller cannot change the table

@@ -100,7 +100,7 @@ TUNED_KERNEL_OPTIONS: dict[tuple[tuple[int, int], int, str], dict] = {
     },
 }
 KERNEL_OPTION_CHOICES = ("tuned", "torch")
-CONFIG_ATTR = "jp_flex_kernel_options"  # set on the TransformerConfig by trainer.megatron.fast_spec
+CONFIG_ATTR = "jp_flex_kernel_options"  # set on the TransformerConfig by trainer.run.recipe.nemo_model_config
 
 
 def tuned_options(capability: tuple[int, int], head_dim: int, dtype: torch.dtype) -> dict | None:
