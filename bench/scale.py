@@ -123,8 +123,7 @@ def measure(spec: dict, tmp: Path, repo: Path = REPO) -> dict:
                     rss, times = p.memory_info().rss, p.cpu_times()
                     cpu[p.pid] = times.user + times.system
                     peaks[p.pid] = max(rss, peaks.get(p.pid, 0))
-                    if p.pid not in names or names[p.pid].startswith("ray::IDLE"):
-                        names[p.pid] = " ".join(p.cmdline())
+                    names[p.pid] = " ".join(p.cmdline())  # the latest: a process seen between fork and exec
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
         time.sleep(0.1)
