@@ -145,6 +145,7 @@ def measure(spec: dict, tmp: Path, repo: Path = REPO) -> dict:
     result["cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] != "ray")  # driver and workers
     result["driver_cpu_s"] = cpu.get(proc.pid, 0.0)
     result["ray_daemons_cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] == "ray")
+    result["other_cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] == "other")  # e.g. a pool's tracker
     result["driver_rss"] = peaks.get(proc.pid, 0)
     result["worker_rss"] = max((rss for pid, rss in peaks.items() if kinds[pid] == "worker"), default=0)
     result["system_rss"] = max((rss for pid, rss in peaks.items() if kinds[pid] == "ray"), default=0)
@@ -336,9 +337,9 @@ def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
 
 def cpu_table(rows: list[dict]) -> str:
     """Where the CPU went, per run: driver, workers (inside / outside their tasks), Ray's daemons."""
-    lines = ["| corpus | command | engine | workers | code | wall s | engine stop s | CPU s driver | worker processes | "
-             "CPU s workers | in tasks | outside tasks, per worker | CPU s Ray daemons | cache builds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | command | engine | workers | code | wall s | engine stop s | CPU s driver | "
+             "worker processes | CPU s workers | in tasks | outside tasks, per worker | CPU s Ray daemons | "
+             "CPU s other | cache builds |", "|" + "---|" * 15]
     for r in rows:
         w = r["workers_cpu"]
         outside = "" if w["outside_tasks_s"] is None else f"{w['outside_tasks_s'] / max(w['processes'], 1):.2f}"
@@ -346,6 +347,7 @@ def cpu_table(rows: list[dict]) -> str:
         lines.append(f"| {r['corpus']} | {r['command']} | {r['engine']} | {r['workers']} | {r.get('code', 'this')} | "
                      f"{r['wall']:.1f} | {r.get('engine_stop', 0):.1f} | {r['driver_cpu_s']:.1f} | {w['processes']} | "
                      f"{w['cpu_s']:.1f} | {inside} | {outside} | {r['ray_daemons_cpu_s']:.1f} | "
+                     f"{r.get('other_cpu_s', 0):.1f} | "
                      f"{'' if w['built'] is None else w['built']} |")
     return "\n".join(lines)
 
@@ -354,13 +356,16 @@ def ratio_table(rows: list[dict]) -> str:
     """This checkout against --baseline, same runs: medians over the rounds, ratio this / baseline."""
     from statistics import median
 
-    lines = ["| corpus | command | engine | workers | wall s (baseline -> this) | ratio | CPU s, driver + workers | "
-             "ratio | CPU s, Ray daemons | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | command | engine | workers | wall s (baseline -> this) | ratio | "
+             "CPU s, driver + workers + other | ratio | CPU s, workers | ratio | CPU s, Ray daemons | ratio |",
+             "|" + "---|" * 12]
+    for r in rows:
+        r["workers_cpu_s"] = r["workers_cpu"]["cpu_s"]
     keys = sorted({(r["corpus"], r["command"], r["engine"], r["workers"]) for r in rows}, key=str)
     for key in keys:
         group = [r for r in rows if (r["corpus"], r["command"], r["engine"], r["workers"]) == key]
         cells = []
-        for field in ("wall", "cpu_s", "ray_daemons_cpu_s"):
+        for field in ("wall", "cpu_s", "workers_cpu_s", "ray_daemons_cpu_s"):
             base = median(r[field] for r in group if r["code"] == "baseline")
             this = median(r[field] for r in group if r["code"] == "this")
             cells.append(f"{base:.1f} -> {this:.1f} | {this / base if base else float('nan'):.2f}")
@@ -378,8 +383,8 @@ def baseline_tree(ref: str, tmp: Path) -> Path:
 
 
 def scaling_table(rows: list[dict]) -> str:
-    lines = ["| corpus | command | engine | workers | MB/s | efficiency | vs local 1 | engine start s | engine stop s | "
-             "CPU s per MB | driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | command | engine | workers | MB/s | efficiency | vs local 1 | engine start s | "
+             "engine stop s | CPU s per MB | driver RSS MB | largest worker RSS MB |", "|" + "---|" * 12]
     for r in rows:
         base = next(x for x in rows if x["corpus"] == r["corpus"] and x["command"] == r["command"]
                     and x["engine"] == r["engine"] and x["workers"] == min(

@@ -29,7 +29,7 @@ MAX_RETRIES = 4
 
 
 def _invoke(fn: Callable, item):
-    """In a Ray worker: ``fn(item)``, the node that ran it and the task's cost there (see :mod:`~jpcorpus.engines.ledger`)."""
+    """In a Ray worker: ``fn(item)``, the node that ran it, the task's cost (:mod:`jpcorpus.engines.ledger`)."""
     import ray
 
     result, cost = measured(fn, item)
