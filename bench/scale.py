@@ -21,6 +21,20 @@ that must not be dropped). It runs ``normalize`` with exact_dedup + near_dedup
 only and reports seconds per stage, the recall and precision of the documents
 dropped against the known copies, the peak task memory and the peak RSS.
 
+Where the CPU goes (every run of part 1): each process's CPU time (psutil, sampled
+every 0.1 s until it exits) is put under driver, workers or Ray's daemons (raylet,
+gcs_server, dashboard and its agents, the autoscaler and log monitors), and each
+worker's is split by the engine's ledger (:mod:`jpcorpus.engines.ledger`) into its
+tasks' CPU and the rest (the worker's start, imports, idle polling, dispatch).
+
+Before/after in one call: ``--baseline REF`` also runs every measurement with the
+code of git commit REF (its own bench/scale.py child, from ``git archive``), in
+ABBA order over ``--repeat`` rounds, and prints the ratio of wall time and CPU
+seconds (this checkout / REF)::
+
+    python bench/scale.py --corpora aozora --limit-mb 8 --engines ray --workers 2 \
+        --partition-size 0.5 --skip-dedup --baseline a3e81c1 --repeat 2
+
 Needs: jpcorpus's dependencies, ray, psutil (and pyarrow is not needed). Corpora
 from --corpus-dir (default ../shared/corpus beside the checkout). Writes JSON
 with every figure to --out. Prints Markdown tables for docs/benchmarks.md.
@@ -65,6 +79,14 @@ def preflight(engines: list[str]) -> None:
         raise SystemExit("bench/scale.py needs: " + "; ".join(missing) + " (see pipelines/scale_wheelhouse.sh)")
 
 
+def precompile(repo: Path) -> None:
+    """Write jpcorpus's bytecode once, as pip does at install: with PYTHONDONTWRITEBYTECODE=1 (set on the
+    16-core host) a fresh checkout is otherwise compiled again in every process (+0.3 CPU s each, any engine)."""
+    import compileall
+
+    compileall.compile_dir(str(repo / "jpcorpus"), quiet=1)
+
+
 def child(spec: dict) -> dict:
     """One measured run, in this (fresh) process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -75,28 +97,31 @@ def child(spec: dict) -> dict:
         result = binarize(BinarizeOptions(inputs=[spec["input"]], output=spec["output"], progress=False, **common))
         e = result.engine
         return {"text_bytes": result.stats.text_bytes, "documents": result.stats.documents,
-                "seconds": result.seconds, "engine_start": e["engine_start_s"], "stages": e}
+                "seconds": result.seconds, "engine_start": e["engine_start_s"],
+                "engine_stop": e.get("engine_stop_s", 0.0), "stages": e}
     from jpcorpus.normalize.pipeline import run_normalize
 
     report = run_normalize([spec["input"]], spec["output"], profile=spec.get("profile", "default"),
                            rejects=spec.get("rejects"), **common).as_dict()
     return {"text_bytes": report["read"]["text_bytes"], "documents": report["docs_in"], "seconds": report["seconds"],
-            "engine_start": report["engine"]["seconds"]["engine_start"], "stages": report["engine"],
+            "engine_start": report["engine"]["seconds"]["engine_start"],
+            "engine_stop": report["engine"]["seconds"].get("engine_stop", 0.0), "stages": report["engine"],
             "docs_out": report["docs_out"], "dedup_memory_bytes": report["dedup_memory_bytes"]}
 
 
-def measure(spec: dict, tmp: Path) -> dict:
-    """Run ``child(spec)`` in a fresh process; add wall time and the peak RSS per process."""
+def measure(spec: dict, tmp: Path, repo: Path = REPO) -> dict:
+    """Run ``child(spec)`` (``repo``'s code) in a fresh process; add wall time, CPU and peak RSS per process."""
     import psutil
 
     out = tmp / "result.json"
     # RAY_AUTH_MODE: the run's own Ray instance listens on this host only; no token written to ~/.ray
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # keep a --target site
+    path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)  # keep a --target site
     env = dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="false", RAY_AUTH_MODE="disabled")
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--child-out", str(out)]
+    cmd = [sys.executable, str(repo / "bench" / "scale.py"), "--child", json.dumps(spec), "--child-out", str(out)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    peaks: dict[int, tuple[str, int]] = {}
+    proc = subprocess.Popen(cmd, env=env, cwd=repo)  # cwd: a Ray worker imports from it first
+    peaks: dict[int, int] = {}
+    names: dict[int, str] = {}  # the command line, or the title Ray gives its processes (ray::IDLE, ...)
     cpu: dict[int, float] = {}  # user + system seconds of each process, as last seen
     me = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -105,8 +130,8 @@ def measure(spec: dict, tmp: Path) -> dict:
                 with p.oneshot():
                     rss, times = p.memory_info().rss, p.cpu_times()
                     cpu[p.pid] = times.user + times.system
-                    if rss > peaks.get(p.pid, ("", 0))[1]:
-                        peaks[p.pid] = (" ".join(p.cmdline()[:2])[:60], rss)
+                    peaks[p.pid] = max(rss, peaks.get(p.pid, 0))
+                    names[p.pid] = " ".join(p.cmdline())  # the latest: a process seen between fork and exec
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
         time.sleep(0.1)
@@ -114,18 +139,42 @@ def measure(spec: dict, tmp: Path) -> dict:
         raise SystemExit(f"run failed: {spec}")
     result = json.loads(out.read_text())
     result["wall"] = time.perf_counter() - started
-    result["cpu_s"] = sum(v for pid, v in cpu.items() if not _system(peaks.get(pid, ("", 0))[0]))
+    tasks_ran = {row["pid"] for row in result["stages"].get("processes", [])}  # a forked worker has the driver's name
+    kinds = {pid: "driver" if pid == proc.pid else "worker" if pid in tasks_ran else _process_kind(names.get(pid, ""))
+             for pid in cpu}
+    result["cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] != "ray")  # driver and workers
     result["driver_cpu_s"] = cpu.get(proc.pid, 0.0)
-    result["driver_rss"] = peaks.get(proc.pid, ("", 0))[1]
-    workers = [rss for pid, (name, rss) in peaks.items() if pid != proc.pid and not _system(name)]
-    result["worker_rss"] = max(workers, default=0)
-    result["system_rss"] = max((rss for pid, (name, rss) in peaks.items() if _system(name)), default=0)
+    result["ray_daemons_cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] == "ray")
+    result["other_cpu_s"] = sum(v for pid, v in cpu.items() if kinds[pid] == "other")  # e.g. a pool's tracker
+    result["driver_rss"] = peaks.get(proc.pid, 0)
+    result["worker_rss"] = max((rss for pid, rss in peaks.items() if kinds[pid] == "worker"), default=0)
+    result["system_rss"] = max((rss for pid, rss in peaks.items() if kinds[pid] == "ray"), default=0)
+    result["workers_cpu"] = _worker_split(result, {pid: c for pid, c in cpu.items() if kinds[pid] == "worker"})
     return result
 
 
-def _system(name: str) -> bool:
-    return any(k in name for k in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "ray.util",
-                                   "runtime_env", "agent"))
+def _process_kind(name: str) -> str:
+    """``worker``, ``ray`` (one of Ray's own processes) or ``other``, from a command line or a Ray title."""
+    first = name.split(" ", 1)[0]
+    if name.startswith("ray::"):  # Ray's titles: ray::IDLE, ray::_invoke (workers), ray::DashboardAgent, ...
+        return "ray" if "Agent" in first else "worker"
+    if os.path.basename(first) in ("raylet", "gcs_server"):  # before the next test: raylet names default_worker.py
+        return "ray"
+    if "default_worker.py" in name or "multiprocessing.spawn" in name or "multiprocessing.forkserver" in name:
+        return "worker"
+    if any(k in name for k in ("/ray/dashboard/", "/ray/autoscaler/", "log_monitor", "runtime_env")):
+        return "ray"
+    return "other"  # a pool's resource tracker, a forked local worker (its command line is the driver's)
+
+
+def _worker_split(result: dict, worker_cpu: dict[int, float]) -> dict:
+    """The workers' CPU: inside their tasks (the engine's ledger) and outside (start, imports, idle, dispatch)."""
+    ledger = {row["pid"]: row for row in result["stages"].get("processes", [])}
+    in_tasks = sum(row["cpu_s"] for pid, row in ledger.items() if pid in worker_cpu)
+    total = sum(worker_cpu.values())
+    return {"processes": len(worker_cpu), "cpu_s": total, "tasks": sum(r["tasks"] for r in ledger.values()),
+            "in_tasks_s": in_tasks if ledger else None, "outside_tasks_s": total - in_tasks if ledger else None,
+            "built": sum(sum(r["built"].values()) for r in ledger.values()) if ledger else None}
 
 
 def _text_size(path: Path) -> int:
@@ -286,9 +335,56 @@ def driver_rates(jsonl_gz: Path, synthetic_path: Path | None) -> dict:
 # ------------------------------------------------------------------ tables
 
 
+def cpu_table(rows: list[dict]) -> str:
+    """Where the CPU went, per run: driver, workers (inside / outside their tasks), Ray's daemons."""
+    lines = ["| corpus | command | engine | workers | code | wall s | engine stop s | CPU s driver | "
+             "worker processes | CPU s workers | in tasks | outside tasks, per worker | CPU s Ray daemons | "
+             "CPU s other | cache builds |", "|" + "---|" * 15]
+    for r in rows:
+        w = r["workers_cpu"]
+        outside = "" if w["outside_tasks_s"] is None else f"{w['outside_tasks_s'] / max(w['processes'], 1):.2f}"
+        inside = "" if w["in_tasks_s"] is None else f"{w['in_tasks_s']:.1f}"
+        lines.append(f"| {r['corpus']} | {r['command']} | {r['engine']} | {r['workers']} | {r.get('code', 'this')} | "
+                     f"{r['wall']:.1f} | {r.get('engine_stop', 0):.1f} | {r['driver_cpu_s']:.1f} | {w['processes']} | "
+                     f"{w['cpu_s']:.1f} | {inside} | {outside} | {r['ray_daemons_cpu_s']:.1f} | "
+                     f"{r.get('other_cpu_s', 0):.1f} | "
+                     f"{'' if w['built'] is None else w['built']} |")
+    return "\n".join(lines)
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """This checkout against --baseline, same runs: medians over the rounds, ratio this / baseline."""
+    from statistics import median
+
+    lines = ["| corpus | command | engine | workers | wall s (baseline -> this) | ratio | "
+             "CPU s, driver + workers + other | ratio | CPU s, workers | ratio | CPU s, Ray daemons | ratio |",
+             "|" + "---|" * 12]
+    for r in rows:
+        r["workers_cpu_s"] = r["workers_cpu"]["cpu_s"]
+    keys = sorted({(r["corpus"], r["command"], r["engine"], r["workers"]) for r in rows}, key=str)
+    for key in keys:
+        group = [r for r in rows if (r["corpus"], r["command"], r["engine"], r["workers"]) == key]
+        cells = []
+        for field in ("wall", "cpu_s", "workers_cpu_s", "ray_daemons_cpu_s"):
+            base = median(r[field] for r in group if r["code"] == "baseline")
+            this = median(r[field] for r in group if r["code"] == "this")
+            cells.append(f"{base:.1f} -> {this:.1f} | {this / base if base else float('nan'):.2f}")
+        lines.append(f"| {' | '.join(map(str, key))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def baseline_tree(ref: str, tmp: Path) -> Path:
+    """The files of commit ``ref`` (git archive), to run its own bench/scale.py child against."""
+    dest = tmp / f"baseline-{ref}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def scaling_table(rows: list[dict]) -> str:
     lines = ["| corpus | command | engine | workers | MB/s | efficiency | vs local 1 | engine start s | "
-             "CPU s per MB | driver RSS MB | largest worker RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "engine stop s | CPU s per MB | driver RSS MB | largest worker RSS MB |", "|" + "---|" * 12]
     for r in rows:
         base = next(x for x in rows if x["corpus"] == r["corpus"] and x["command"] == r["command"]
                     and x["engine"] == r["engine"] and x["workers"] == min(
@@ -298,6 +394,7 @@ def scaling_table(rows: list[dict]) -> str:
         eff = r["mbps"] / (base["mbps"] * r["workers"] / base["workers"])
         lines.append(f"| {r['corpus']} | {r['command']} | {r['engine']} | {r['workers']} | {r['mbps']:.2f} | "
                      f"{eff:.0%} | {r['mbps'] / local1['mbps']:.2f}x | {r['engine_start']:.1f} | "
+                     f"{r.get('engine_stop', 0):.1f} | "
                      f"{r['cpu_s'] / (r['text_bytes'] / 1e6):.2f} | "
                      f"{r['driver_rss'] / 1e6:,.0f} | {r['worker_rss'] / 1e6:,.0f} |")
     return "\n".join(lines)
@@ -331,6 +428,8 @@ def main() -> None:
     ap.add_argument("--dedup-docs", type=int, default=10_000_000)
     ap.add_argument("--near-share", type=float, default=0.2)
     ap.add_argument("--dedup-workers", default=None, help="worker counts for part 2 [default: the largest of --workers]")
+    ap.add_argument("--baseline", default=None, help="git commit to measure too, for a ratio (part 1 only)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of each part-1 run (ABBA order with --baseline)")
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-dedup", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("scale_results.json"))
@@ -348,6 +447,9 @@ def main() -> None:
     results = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "load_before": os.getloadavg(), "scaling": [], "dedup": []}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
+    codes = [("this", REPO)] + ([("baseline", baseline_tree(args.baseline, tmp))] if args.baseline else [])
+    for _, repo in codes:
+        precompile(repo)
     if not args.skip_scaling:
         for corpus in args.corpora.split(","):
             src = slice_corpus(args.corpus_dir / CORPORA[corpus], args.limit_mb, tmp / f"{corpus}.jsonl")
@@ -359,13 +461,25 @@ def main() -> None:
                         spec = {"command": command, "engine": engine, "workers": w, "input": str(src),
                                 "output": str(tmp / ("out.jsonl" if command == "normalize" else "shard")),
                                 "partition_bytes": int(partition * 1e6)}
-                        r = measure(spec, tmp) | {"corpus": corpus, "command": command, "engine": engine, "workers": w}
-                        r["mbps"] = r["text_bytes"] / 1e6 / max(r["seconds"] - r["engine_start"], 1e-9)
-                        results["scaling"].append(r)
-                        print(f"{corpus} {command} {engine} x{w}: {r['mbps']:.2f} MB/s, wall {r['wall']:.1f} s, "
-                              f"driver {r['driver_rss'] / 1e6:.0f} MB, worker {r['worker_rss'] / 1e6:.0f} MB", flush=True)
-                        args.out.write_text(json.dumps(results, indent=1))
-        print(scaling_table(results["scaling"]))
+                        for k in range(args.repeat):
+                            for code, repo in (codes if k % 2 == 0 else codes[::-1]):  # ABBA: drift cancels
+                                r = measure(spec, tmp, repo) | {"corpus": corpus, "command": command,
+                                                                "engine": engine, "workers": w, "code": code}
+                                # the engine's start and stop (Ray's ~5-10 s and ~1.4 s) are shown apart
+                                work_s = r["seconds"] - r["engine_start"] - r.get("engine_stop", 0.0)
+                                r["mbps"] = r["text_bytes"] / 1e6 / max(work_s, 1e-9)
+                                results["scaling"].append(r)
+                                print(f"{corpus} {command} {engine} x{w} {code}: {r['mbps']:.2f} MB/s, "
+                                      f"wall {r['wall']:.1f} s, CPU {r['cpu_s']:.1f} s (+ Ray daemons "
+                                      f"{r['ray_daemons_cpu_s']:.1f}), driver {r['driver_rss'] / 1e6:.0f} MB, "
+                                      f"worker {r['worker_rss'] / 1e6:.0f} MB", flush=True)
+                                args.out.write_text(json.dumps(results, indent=1))
+        this = [r for r in results["scaling"] if r["code"] == "this"]
+        print(scaling_table(this))
+        print(cpu_table(results["scaling"]))
+        if args.baseline:
+            print(f"this checkout against {args.baseline}:")
+            print(ratio_table(results["scaling"]))
     if not args.skip_dedup:
         path = tmp / "synthetic.jsonl"
         counts = synthetic(path, args.dedup_docs, args.near_share)

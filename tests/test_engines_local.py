@@ -109,3 +109,20 @@ def test_binarize_shards_are_the_same_for_any_workers_and_partitions(tmp_path, s
     one = run("one")
     many = run("many", "--workers", "2", "--partition-size", "5KB")
     assert one == many and len(one) >= 4
+
+
+def test_the_ledger_counts_every_task_and_each_processs_builds(tmp_path):
+    """Spawned workers build the steps once each; inline (one worker) the driver is the only process."""
+    import os
+
+    from jpcorpus.normalize.pipeline import run_normalize
+
+    (tmp_path / "in.jsonl").write_text(_lines(60), encoding="utf-8")
+    inputs = [str(tmp_path / "in.jsonl")]
+    two = run_normalize(inputs, str(tmp_path / "a.jsonl"), workers=2, partition_bytes=2048).engine
+    assert two["partitions"] >= 8
+    assert sum(r["tasks"] for r in two["processes"]) > two["partitions"]  # and the deduplication's tasks
+    assert len(two["processes"]) <= 2 and all(r["built"] == {"normalize-steps": 1} for r in two["processes"])
+    one = run_normalize(inputs, str(tmp_path / "b.jsonl"), workers=1, partition_bytes=2048).engine
+    assert [r["pid"] for r in one["processes"]] == [os.getpid()]
+    assert one["processes"][0]["tasks"] == sum(r["tasks"] for r in two["processes"])

@@ -121,6 +121,33 @@ def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path,
     assert ray == local and len(local) >= 4
 
 
+def test_heavy_state_is_built_once_per_worker_process_not_per_task(ray_cluster, tmp_path, sample_path):
+    """The engine's ledger: every task counted once, the tokenizer and the steps built at most once per process.
+
+    A worker keeps its cache across the runs of a session (the steps of an earlier
+    test's profile may be there already); the eod token here is this test's own, so
+    the tokenizer is built in this run, once in each process that tokenizes.
+    """
+    from jpcorpus.binarize import BinarizeOptions, binarize
+
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(Path(sample_path).read_bytes() * 8)
+    result = binarize(BinarizeOptions(inputs=[str(corpus)], output=str(tmp_path / "s"), progress=False,
+                                      engine="ray", ray_address=ray_cluster.address, workers=2,
+                                      partition_bytes=4 << 10, eod_token="<|box_end|>"))
+    rows = result.engine["processes"]
+    assert sum(r["tasks"] for r in rows) == result.engine["partitions"] + 1  # + describe of the input
+    assert result.engine["partitions"] >= 3 * len(rows)  # so that per task would show
+    tokenize_workers = [r for r in rows if r["built"]]
+    assert tokenize_workers and all(r["built"] == {"tokenizer": 1} for r in tokenize_workers)
+    assert all(r["cpu_s"] > 0 for r in tokenize_workers)
+    report = run_normalize([str(LABELLED)], str(tmp_path / "o.jsonl"), engine="ray",
+                           ray_address=ray_cluster.address, workers=2, partition_bytes=4 << 10, skip_bad=True)
+    rows = report.engine["processes"]
+    assert report.engine["partitions"] >= 3 * len(rows)
+    assert all(r["built"] in ({"normalize-steps": 1}, {}) for r in rows)
+
+
 def test_parquet_through_ray_with_relative_paths(ray_cluster, tmp_path, monkeypatch):
     """The workers' current directory is not the driver's: relative inputs and outputs still work."""
     pa = pytest.importorskip("pyarrow")

@@ -197,6 +197,20 @@ def test_eod_override_and_errors(qwen, tmp_path):
         load_tokenizer(str(tmp_path / "empty"))
 
 
+def test_builtin_eod_ids_without_parsing_tokenizer_json(qwen):
+    """A worker's load: the fast path and the eod id, not the 0.4 s parse of tokenizer.json (same ids)."""
+    raw = qwen._backend  # the driver's tokenizer.json backend: the reference
+    for content, _ in builtin_qwen.ADDED_TOKENS:
+        tok = load_tokenizer("qwen2.5", eod_token=content)
+        assert tok.eod_id == raw.token_to_id(content)
+        assert tok.encode(JAPANESE).tolist() == qwen.encode(JAPANESE).tolist()
+        assert tok._raw_backend is None
+    plain = load_tokenizer("qwen2.5")
+    assert (plain.eod_token, plain.eod_id) == ("<|endoftext|>", 151_643) and plain._raw_backend is None
+    word = load_tokenizer("qwen2.5", eod_token="hello")  # not an added token: looked up in tokenizer.json
+    assert word.eod_id == 14990 and word._raw_backend is not None
+
+
 def test_hub_id_offline_error(qwen, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(TokenizerError) as err:

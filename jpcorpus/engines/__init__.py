@@ -22,22 +22,32 @@ than in files we can bound and reuse.
 
 Workers keep what is costly to build (the profile's steps and their Sudachi
 tokenizer, a Hugging Face tokenizer) in :func:`cached`, once per process,
-whichever engine started the process.
+whichever engine started the process; :func:`built` counts those builds, and
+every engine records per worker process the tasks it ran, their CPU time and
+the builds they caused (:mod:`jpcorpus.engines.ledger`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
 _CACHE: dict = {}
+_BUILT: Counter = Counter()  # builds in this process, by cache name (the key's first element)
 
 
 def cached(key: Any, build: Callable[[], Any]) -> Any:
     """``build()`` once per process and key: steps, tokenizers."""
     if key not in _CACHE:
         _CACHE[key] = build()
+        _BUILT[key[0] if isinstance(key, tuple) else key] += 1
     return _CACHE[key]
+
+
+def built() -> Counter:
+    """How many times :func:`cached` built each kind of state in this process (``"tokenizer"``: 1)."""
+    return _BUILT
 
 
 @dataclass

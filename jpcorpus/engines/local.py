@@ -16,6 +16,7 @@ from functools import partial
 from typing import Callable, Iterable, Iterator
 
 from jpcorpus.engines import Done
+from jpcorpus.engines.ledger import Ledger, measured
 from jpcorpus.workers import close_pool, ignore_sigint, ordered_map
 
 
@@ -29,6 +30,7 @@ class LocalEngine:
         self.parallelism = workers
         self.nodes = 1
         self.nodes_used = {"local"}
+        self.ledger = Ledger()  # per process: tasks, CPU inside them, cache builds
         self._start_method = start_method
         self._pool = None
 
@@ -42,12 +44,19 @@ class LocalEngine:
         """``fn(item)`` for every item, in order (a :class:`Done` item yields its result unchanged)."""
         if self.workers == 1:
             for item in items:
-                yield item.result if isinstance(item, Done) else fn(item)
+                yield item.result if isinstance(item, Done) else self._booked(measured(fn, item))
             return
         if self._pool is None:
             context = multiprocessing.get_context(self._start_method)
             self._pool = context.Pool(self.workers, ignore_sigint)
-        yield from ordered_map(self._pool, partial(_call, fn), items, ahead or 2 * self.workers, close=False)
+        for result in ordered_map(self._pool, partial(_call, fn), items, ahead or 2 * self.workers, close=False):
+            yield self._booked(result)
+
+    def _booked(self, result_and_cost):
+        result, cost = result_and_cost
+        if cost is not None:
+            self.ledger.add(cost)
+        return result
 
     def close(self) -> None:
         if self._pool is not None:
@@ -56,5 +65,5 @@ class LocalEngine:
 
 
 def _call(fn: Callable, item):
-    """In a worker: ``fn(item)``, or a finished partition's result sent along to keep the order."""
-    return item.result if isinstance(item, Done) else fn(item)
+    """In a worker: ``fn(item)`` and its cost, or a finished partition's result sent along to keep the order."""
+    return (item.result, None) if isinstance(item, Done) else measured(fn, item)

@@ -23,14 +23,17 @@ from collections import deque
 from typing import Callable, Iterable, Iterator
 
 from jpcorpus.engines import Done
+from jpcorpus.engines.ledger import Ledger, measured
 
 MAX_RETRIES = 4
 
 
 def _invoke(fn: Callable, item):
+    """In a Ray worker: ``fn(item)``, the node that ran it, the task's cost (:mod:`jpcorpus.engines.ledger`)."""
     import ray
 
-    return fn(item), ray.get_runtime_context().get_node_id()
+    result, cost = measured(fn, item)
+    return result, ray.get_runtime_context().get_node_id(), cost
 
 
 _JOIN_HINT = ("start its head first (ray start --head --port PORT) and pass --ray-address HEAD:PORT, "
@@ -90,6 +93,7 @@ class RayEngine:
         self.parallelism = max(1, workers if workers > 0 else cpus)
         self.nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         self.nodes_used: set[str] = set()  # the nodes that ran at least one task
+        self.ledger = Ledger()  # per worker process: tasks, CPU inside them, cache builds
         # SPREAD: tasks go round the nodes instead of filling the driver's node first (the data of a
         # task is its partition's bytes or a file on the shared work directory, not a local object)
         self._remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False,
@@ -124,8 +128,9 @@ class RayEngine:
         ref = pending.popleft()
         if isinstance(ref, Done):
             return ref.result
-        result, node = self._ray.get(ref)
+        result, node, cost = self._ray.get(ref)
         self.nodes_used.add(node)
+        self.ledger.add(cost, node)
         return result
 
     def close(self) -> None:

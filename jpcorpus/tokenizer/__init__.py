@@ -73,6 +73,7 @@ class Tokenizer:
         # transformers costs seconds in every worker process.
         self._backend_file = backend_file
         self._raw_backend = None
+        self._builtin = False  # set by _load_builtin: the files are ours, the added tokens' ids known
 
     @property
     def hf(self):
@@ -112,6 +113,8 @@ class Tokenizer:
         """End-of-document token: the override, else ``<|endoftext|>``, else the eos token."""
         if self._eod_token is not None:
             return self._eod_token
+        if self._builtin:  # one of its added tokens: no need to parse tokenizer.json to know
+            return DEFAULT_EOD_TOKEN
         if self._backend.token_to_id(DEFAULT_EOD_TOKEN) is not None:
             return DEFAULT_EOD_TOKEN
         if self._backend_file is None and self.hf.eos_token is not None:
@@ -120,11 +123,20 @@ class Tokenizer:
 
     @property
     def eod_id(self) -> int:
-        """Id of :attr:`eod_token`."""
-        idx = self._backend.token_to_id(self.eod_token)
-        if idx is None:
-            raise TokenizerError(f"--eod-token {self.eod_token!r} is not in the vocabulary of {self.name}")
-        return int(idx)
+        """Id of :attr:`eod_token` (looked up once).
+
+        The built-in knows the ids of its added tokens without its ``tokenizer.json``:
+        parsing that (0.4 s) only for this id was most of a Ray worker's tokenizer load,
+        the fast path encoding every text of the corpora without it.
+        """
+        if getattr(self, "_eod_id", None) is None:
+            idx = _builtin_added_id(self.eod_token) if self._builtin else None
+            if idx is None:
+                idx = self._backend.token_to_id(self.eod_token)
+            if idx is None:
+                raise TokenizerError(f"--eod-token {self.eod_token!r} is not in the vocabulary of {self.name}")
+            self._eod_id = int(idx)
+        return self._eod_id
 
     @property
     def fingerprint(self) -> str:
@@ -194,8 +206,18 @@ def _load_builtin(name: str, eod_token: str | None, fast_path: bool | None) -> T
 
     folder = builtin_qwen.materialize(cache_root())
     fast = _builtin_fast_encoder(folder) if _fast_path_wanted(fast_path) else None
-    return Tokenizer(name, hf_dir=folder, eod_token=eod_token, fast=fast,
-                     fingerprint=builtin_qwen.cached_fingerprint(folder), backend_file=folder / "tokenizer.json")
+    tok = Tokenizer(name, hf_dir=folder, eod_token=eod_token, fast=fast,
+                    fingerprint=builtin_qwen.cached_fingerprint(folder), backend_file=folder / "tokenizer.json")
+    tok._builtin = True
+    return tok
+
+
+def _builtin_added_id(token: str) -> int | None:
+    """The built-in's id of ``token`` if it is one of its added tokens (ids 151643..), else None."""
+    from jpcorpus.tokenizer import builtin_qwen
+
+    contents = [content for content, _ in builtin_qwen.ADDED_TOKENS]
+    return builtin_qwen.RANKS_COUNT + contents.index(token) if token in contents else None
 
 
 # What must be equal, in a tokenizer.json, for two tokenizers to encode alike.

