@@ -130,8 +130,8 @@ def measure(names: list[str], candidates: dict, packed: str | None, rows_path: P
     import statistics
 
     import torch
-    import torch.nn.functional as F
 
+    from packing_gpu import attention_call
     from trainer.megatron import flex_attention as fa
 
     global SEQ
@@ -142,25 +142,11 @@ def measure(names: list[str], candidates: dict, packed: str | None, rows_path: P
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(B, h, SEQ, D, device=device, dtype=dtype, generator=g) for h in (HQ, HKV, HKV))
     grad = torch.randn(B, HQ, SEQ, D, device=device, dtype=dtype, generator=g)
-    scale = D ** -0.5
     docs = layouts(packed, device)
     tables = {name: fa.document_mask_tables(ids) for name, ids in docs.items()}
 
     def run(kind, wide, options, backward=True):
-        qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-        if kind == "sdpa":
-            out = F.scaled_dot_product_attention(qq, kk.repeat_interleave(HQ // HKV, 1),
-                                                 vv.repeat_interleave(HQ // HKV, 1), is_causal=True, scale=scale)
-        elif kind == "dense":
-            qq, kk, vv = (t.float().detach().requires_grad_() for t in (q, k, v))
-            out = F.scaled_dot_product_attention(qq, kk.repeat_interleave(HQ // HKV, 1),
-                                                 vv.repeat_interleave(HQ // HKV, 1),
-                                                 attn_mask=fa.dense_document_mask(wide[:, :SEQ]), scale=scale)
-        else:
-            out = fa.document_attention(qq, kk, vv, wide, scale, HQ // HKV, options)
-        if backward:
-            out.backward(grad.to(out.dtype))
-        return out, qq.grad, kk.grad, vv.grad
+        return attention_call(kind, q, k, v, wide, grad, options, backward)
 
     refs = {name: [t.detach() for t in run("dense", wide, None)] for name, wide in tables.items()}
     causal_ref = [t.detach() for t in run("dense", torch.zeros_like(next(iter(tables.values()))), None)]

@@ -116,9 +116,36 @@ def _time(fn, repeats: int = 20, warmup: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def attention_call(kind: str, q, k, v, ids, grad, options="tuned", backward: bool = True):
+    """One layer's attention as the GPU benchmarks time it, on ``[b, heads, s, hn]`` tensors; returns
+    out, dq, dk, dv (the gradients None without ``backward``).
+
+    ``sdpa``: causal SDPA with the key/value heads repeated, as ``SDPACoreAttention`` runs unpacked
+    shards; ``dense``: the float32 reference, SDPA with the per-document mask of ``ids``; ``flex``:
+    ``document_attention`` on ``ids`` (plain or with tables) with kernel ``options``.
+    """
+    import torch.nn.functional as F
+
+    from trainer.megatron import flex_attention as fa
+
+    groups, scale = q.shape[1] // k.shape[1], q.shape[-1] ** -0.5
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    if kind == "sdpa":
+        out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1),
+                                             is_causal=True, scale=scale)
+    elif kind == "dense":
+        q, k, v = (t.float().detach().requires_grad_() for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1),
+                                             attn_mask=fa.dense_document_mask(ids[:, :q.shape[2]]), scale=scale)
+    else:
+        out = fa.document_attention(q, k, v, ids, scale, groups, options)
+    if backward:
+        out.backward(grad.to(out.dtype))
+    return out, q.grad, k.grad, v.grad
+
+
 def kernels(args, summary: dict) -> None:
     import torch
-    import torch.nn.functional as F
 
     from trainer.megatron import flex_attention as fa
 
@@ -130,21 +157,9 @@ def kernels(args, summary: dict) -> None:
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(b, h, seq, d, device=device, dtype=dtype, generator=g) for h in (hq, hkv, hkv))
     grad = torch.randn(b, hq, seq, d, device=device, dtype=dtype, generator=g)
-    scale = d ** -0.5
 
     def run(kind, q, k, v, ids):
-        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
-        if kind == "sdpa":  # SDPACoreAttention today: repeat the key/value heads, causal kernel
-            out = F.scaled_dot_product_attention(q, k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1),
-                                                 is_causal=True, scale=scale)
-        elif kind == "dense":  # the reference: float32, dense per-document mask
-            q, k, v = (t.float().detach().requires_grad_() for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1),
-                                                 attn_mask=fa.dense_document_mask(ids), scale=scale)
-        else:
-            out = fa.document_attention(q, k, v, ids, scale, hq // hkv)
-        out.backward(grad.to(out.dtype))
-        return out, q.grad, k.grad, v.grad
+        return attention_call(kind, q, k, v, ids, grad)
 
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "shape": [b, hq, hkv, seq, d],
               "documents_per_sample": [int(r.max()) + 1 for r in doc]}

@@ -359,15 +359,16 @@ def ratio_table(rows: list[dict]) -> str:
     lines = ["| corpus | command | engine | workers | wall s (baseline -> this) | ratio | "
              "CPU s, driver + workers + other | ratio | CPU s, workers | ratio | CPU s, Ray daemons | ratio |",
              "|" + "---|" * 12]
-    for r in rows:
-        r["workers_cpu_s"] = r["workers_cpu"]["cpu_s"]
+    fields = {"wall": lambda r: r["wall"], "cpu_s": lambda r: r["cpu_s"],
+              "workers_cpu_s": lambda r: r["workers_cpu"]["cpu_s"],
+              "ray_daemons_cpu_s": lambda r: r["ray_daemons_cpu_s"]}  # the table's columns, in order
     keys = sorted({(r["corpus"], r["command"], r["engine"], r["workers"]) for r in rows}, key=str)
     for key in keys:
         group = [r for r in rows if (r["corpus"], r["command"], r["engine"], r["workers"]) == key]
         cells = []
-        for field in ("wall", "cpu_s", "workers_cpu_s", "ray_daemons_cpu_s"):
-            base = median(r[field] for r in group if r["code"] == "baseline")
-            this = median(r[field] for r in group if r["code"] == "this")
+        for value in fields.values():
+            base = median(value(r) for r in group if r["code"] == "baseline")
+            this = median(value(r) for r in group if r["code"] == "this")
             cells.append(f"{base:.1f} -> {this:.1f} | {this / base if base else float('nan'):.2f}")
         lines.append(f"| {' | '.join(map(str, key))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
