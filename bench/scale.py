@@ -187,17 +187,28 @@ def _text_size(path: Path) -> int:
     return size
 
 
-def slice_corpus(source: Path, limit_mb: float, dest: Path) -> Path:
-    """Whole records of ``source`` up to ``limit_mb`` MB of JSON lines (0: the file itself)."""
-    if not limit_mb:
+def slice_corpus(source: Path, limit_mb: float, dest: Path, copies: int = 1) -> Path:
+    """Whole records of ``source`` up to ``limit_mb`` MB of JSON lines (0: the file itself), ``copies`` times over.
+
+    Copies make a corpus large enough for the engines' fixed costs (Ray's workers starting,
+    the dictionary and tokenizer loads) to amortise, at the same work per MB: binarize
+    tokenizes every copy; normalize cleans every copy and then drops all but the first as
+    exact duplicates.
+    """
+    if not limit_mb and copies == 1:
         return source
     size = 0
-    with gzip.open(source, "rb") as src, open(dest, "wb") as out:
-        for line in src:
-            if size + len(line) > limit_mb * 1e6 and size:
-                break
-            out.write(line)
-            size += len(line)
+    with open(dest, "wb") as out:
+        with gzip.open(source, "rb") as src:
+            for line in src:
+                if limit_mb and size + len(line) > limit_mb * 1e6 and size:
+                    break
+                out.write(line)
+                size += len(line)
+    with open(dest, "ab") as out:
+        for _ in range(copies - 1):
+            with open(dest, "rb") as first:
+                out.write(first.read(size))
     return dest
 
 
@@ -375,7 +386,9 @@ def ratio_table(rows: list[dict]) -> str:
 
 
 def baseline_tree(ref: str, tmp: Path) -> Path:
-    """The files of commit ``ref`` (git archive), to run its own bench/scale.py child against."""
+    """The files of commit ``ref`` (git archive), or the directory ``ref`` (another checkout, where there is no git)."""
+    if Path(ref).is_dir():
+        return Path(ref).resolve()
     dest = tmp / f"baseline-{ref}"
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
@@ -424,12 +437,14 @@ def main() -> None:
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--limit-mb", type=float, default=0, help="first MB of each corpus (0: all of it)")
+    ap.add_argument("--copies", type=int, default=1, help="the corpus (or its first --limit-mb) this many times "
+                    "over, one file: fixed costs amortised at the same work per MB [1]")
     ap.add_argument("--partition-size", type=float, default=None,
                     help="MB of input per task [default: 1, or less so that every worker count has 4 tasks a worker]")
     ap.add_argument("--dedup-docs", type=int, default=10_000_000)
     ap.add_argument("--near-share", type=float, default=0.2)
     ap.add_argument("--dedup-workers", default=None, help="worker counts for part 2 [default: the largest of --workers]")
-    ap.add_argument("--baseline", default=None, help="git commit to measure too, for a ratio (part 1 only)")
+    ap.add_argument("--baseline", default=None, help="git commit (or the directory of another checkout) to measure too, for a ratio (part 1 only)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of each part-1 run (ABBA order with --baseline)")
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-dedup", action="store_true")
@@ -453,7 +468,7 @@ def main() -> None:
         precompile(repo)
     if not args.skip_scaling:
         for corpus in args.corpora.split(","):
-            src = slice_corpus(args.corpus_dir / CORPORA[corpus], args.limit_mb, tmp / f"{corpus}.jsonl")
+            src = slice_corpus(args.corpus_dir / CORPORA[corpus], args.limit_mb, tmp / f"{corpus}.jsonl", args.copies)
             size = _text_size(src)
             partition = args.partition_size or min(1.0, size / 1e6 / (4 * max(workers)))
             for command in args.commands.split(","):

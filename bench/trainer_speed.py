@@ -191,6 +191,8 @@ VARIANTS = {
                                "model.mlp_recompute=true", "model.sdpa_backend=cudnn"],  # without the Triton adapters
     "lowmem-mb4-c1024": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=1024", "model.mlp_recompute=true"]
                         + FAST,
+    "lowmem-mb4-c512": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=512", "model.mlp_recompute=true"]
+                       + FAST,
     # full-parameter
     "full-fast-mb4": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn"],
     "full-fast-mb8-mlprc": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",

@@ -114,8 +114,8 @@ class BinarizeResult:
         if self.engine:
             e = self.engine
             lines.append(f"  engine {e['engine']} on {e['nodes_used']} node(s), {e['partitions']:,} partitions "
-                         f"({e['reused_partitions']:,} reused from an earlier run); tokenize {e['tokenize_s']:.1f} s, "
-                         f"merge {e['merge_s']:.1f} s")
+                         f"({e['reused_partitions']:,} reused from an earlier run); tokenize {e['tokenize_s']:.1f} s "
+                         f"(merged as partitions finished: {e['merge_s']:.1f} s of it)")
         for s in self.shards:
             lines.append(f"  {s.split or 'all'}: {s.prefix}.bin/.idx/.json  {s.documents:,} "
                          f"{'packed samples' if self.packing else 'documents'}, {s.tokens:,} tokens")
@@ -183,10 +183,21 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
     writers = []
     try:
         (work / "tokenize").mkdir(parents=True, exist_ok=True)
+        writers = [SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
+                   for name in split_names]  # files appear at the first document, under temporary names
+        if opts.pack is not None:  # same interface: add(tokens, lengths), close(), abort()
+            from jpcorpus.packing import PackingWriter
+
+            writers = [PackingWriter(w, opts.pack, opts.pack_buffer) for w in writers]
+        done, merge_s = [], 0.0
         with make_engine(opts.engine, opts.workers, ray_address=opts.ray_address, start_method=_start_method()) \
                 as engine, StageProgress(opts.progress) as progress:
             engine_started = time.perf_counter()
-            done = stages.tokenize_all(engine, job, paths, target, stats, progress)
+            for summary in stages.tokenized(engine, job, paths, target, stats, progress):
+                merging = time.perf_counter()  # while the workers tokenize the partitions after it
+                stages.merge_partition(job, summary, writers)
+                merge_s += time.perf_counter() - merging
+                done.append(summary)
             inputs = list(engine.map(describe, [(p, absolute(p)) for p in paths]))
             stopping = time.perf_counter()
         tokenized = time.perf_counter()
@@ -201,14 +212,6 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
                 f"the validation split received no documents out of {stats.documents:,} "
                 f"(--valid-fraction {opts.valid_fraction}); raise --valid-fraction or give more input"
             )
-        writers = [SplitWriter(opts.output if name is None else f"{opts.output}_{name}", dtype, opts.max_shard_bytes)
-                   for name in split_names]
-        if opts.pack is not None:  # same interface: add(tokens, lengths), close(), abort()
-            from jpcorpus.packing import PackingWriter
-
-            writers = [PackingWriter(w, opts.pack, opts.pack_buffer) for w in writers]
-        with StageProgress(opts.progress) as progress:
-            stages.merge(job, done, writers, progress)
         for writer in writers:
             writer.close()
     except BaseException as exc:
@@ -227,8 +230,9 @@ def binarize(opts: BinarizeOptions) -> BinarizeResult:
     info = {"engine": opts.engine, "nodes_used": len(engine.nodes_used), "partitions": len(done),
             "reused_partitions": sum(1 for s in done if s.get("reused")), "partition_bytes": target,
             "engine_start_s": engine_started - started, "tokenize_s": stopping - engine_started,
+            "merge_s": merge_s,  # inside tokenize_s: the driver's copies, while later partitions were tokenized
             "engine_stop_s": tokenized - stopping,  # Ray's shutdown (~1.4 s), apart like its start
-            "merge_s": time.perf_counter() - tokenized, "processes": engine.ledger.as_list()}
+            "close_s": time.perf_counter() - tokenized, "processes": engine.ledger.as_list()}
     return BinarizeResult(shards, stats, described, time.perf_counter() - started, opts.workers,
                           skip_log.path if skip_log.count else None,
                           [w.summary(n) for w, n in zip(writers, split_names) if opts.pack is not None], info)

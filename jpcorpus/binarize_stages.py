@@ -5,7 +5,8 @@
     driver: cut the input into partitions
     tokenize (a task per partition): end-of-document appended, train/valid by the
         document's hash, one partial .bin/.idx per split in the work directory
-    driver: the partial shards of each split, in partition order, through the same
+    driver, as each partition's result comes back (in partition order), while later
+        partitions are still being tokenized: its partial shards through the same
         SplitWriter as ever (behind the PackingWriter with --pack)
         -> PREFIX(_train/_valid)[_NNNNN].bin/.idx, then sidecars
 
@@ -13,7 +14,11 @@ The split of a document depends only on its id (or text), and the merge streams
 whole documents into :class:`~jpcorpus.split_writer.SplitWriter`, whose shard
 boundaries depend only on document sizes (and best-fit packing only on the
 documents in order); so the final files are the same bytes whatever the engine,
-the workers or the partitions, with or without ``--max-shard-size`` and ``--pack``. The merge is a sequential copy (disk speed, no tokenizing).
+the workers or the partitions, with or without ``--max-shard-size`` and ``--pack``.
+The merge is a sequential copy (disk speed, no tokenizing) done by the driver while
+it would otherwise wait for the workers, so only the last partition's copy is left
+after the stage (on 1 GB of books and 16 workers the merge took 2.1 s, a tenth of the
+run, when it waited for the whole stage).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -116,12 +122,11 @@ def _add(writers: list[IndexedDatasetWriter], tokens: np.ndarray, lengths: np.nd
             writer.add_documents(tokens[token_split == k], lengths[splits == k])
 
 
-def tokenize_all(engine, job: TokenizeJob, paths: list[str], target: int, stats: ReadStats, progress) -> list[dict]:
-    """The tokenize stage over every partition (finished ones reused), summaries in input order."""
+def tokenized(engine, job: TokenizeJob, paths: list[str], target: int, stats: ReadStats, progress) -> Iterator[dict]:
+    """The tokenize stage over every partition (finished ones reused): each summary, in input order, as it is done."""
     tasks = workdir.tasks_or_reused(partitions.plan(paths, target, job.text_key, stats), Path(job.folder), job,
                                     TokenizeTask)
     progress.stage("tokenize", None, "docs")
-    done = []
     for summary in engine.map(tokenize_partition, tasks):
         if summary["error"] is not None:
             raise InputError(*summary["error"])
@@ -129,24 +134,20 @@ def tokenize_all(engine, job: TokenizeJob, paths: list[str], target: int, stats:
         stats.documents += read["documents"]
         stats.text_bytes += read["text_bytes"]
         stats.skipped.update(read["skipped"])
-        done.append(summary)
         progress.advance(read["documents"], read["text_bytes"], f"{sum(summary['tokens']):,} tokens")
-    return done
+        yield summary
 
 
-def merge(job: TokenizeJob, done: list[dict], writers: list, progress) -> None:
-    """Stream every partition's partial shards, in order, into the final writers (one per split)."""
-    progress.stage("merge", sum(sum(s["tokens"]) for s in done), "tokens")
-    for summary in done:
-        for split, writer in zip(job.splits, writers):
-            prefix = Path(job.folder) / f"{workdir.partition_name(summary['index'])}.{split}"
-            lengths = np.asarray(IndexedDataset(prefix).lengths)
-            data = np.memmap(bin_path(prefix), dtype=np.dtype(job.dtype), mode="r") if len(lengths) else None
-            ends = np.cumsum(lengths, dtype=np.int64)
-            start_doc, start_tok = 0, 0
-            while start_doc < len(lengths):
-                stop = max(start_doc + 1, int(np.searchsorted(ends, start_tok + MERGE_TOKENS, side="right")))
-                stop_tok = int(ends[stop - 1])
-                writer.add(np.asarray(data[start_tok:stop_tok]), lengths[start_doc:stop])
-                progress.advance(stop_tok - start_tok)
-                start_doc, start_tok = stop, stop_tok
+def merge_partition(job: TokenizeJob, summary: dict, writers: list) -> None:
+    """Stream one partition's partial shards into the final writers (one per split), in MERGE_TOKENS pieces."""
+    for split, writer in zip(job.splits, writers):
+        prefix = Path(job.folder) / f"{workdir.partition_name(summary['index'])}.{split}"
+        lengths = np.asarray(IndexedDataset(prefix).lengths)
+        data = np.memmap(bin_path(prefix), dtype=np.dtype(job.dtype), mode="r") if len(lengths) else None
+        ends = np.cumsum(lengths, dtype=np.int64)
+        start_doc, start_tok = 0, 0
+        while start_doc < len(lengths):
+            stop = max(start_doc + 1, int(np.searchsorted(ends, start_tok + MERGE_TOKENS, side="right")))
+            stop_tok = int(ends[stop - 1])
+            writer.add(np.asarray(data[start_tok:stop_tok]), lengths[start_doc:stop])
+            start_doc, start_tok = stop, stop_tok

@@ -10,9 +10,11 @@ one is named ``PREFIX_00001`` and so on. A document may be several sequences
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from jpcorpus.indexed_dataset import IndexedDatasetWriter
+from jpcorpus.indexed_dataset import IndexedDatasetWriter, bin_path, idx_path
 
 
 class SplitWriter:
@@ -70,5 +72,13 @@ class SplitWriter:
         self.finished.append((str(writer.prefix), writer.documents, writer.tokens, sha))
 
     def abort(self) -> None:
+        """Remove what this writer wrote: the open shard's partial files and the shards it already rolled
+        over (binarize merges while later partitions are tokenized, so a bad record there can come after
+        full shards; without their sidecars they would still look like output)."""
         if self.current is not None:
             self.current.abort()
+            self.current = None
+        for prefix, *_ in self.finished:
+            for path in (bin_path(prefix), idx_path(prefix)):
+                Path(path).unlink(missing_ok=True)
+        self.finished.clear()

@@ -49,3 +49,24 @@ def test_schedule_window_holds_back_tasks_behind_a_long_one():
     assert mod.finish_time([3, 1, 1, 1], workers=2, ahead=2) == 4
     assert mod.finish_time([3, 1, 1, 1], workers=2, ahead=100) == 3
     assert mod.finish_time([1] * 8, workers=1, ahead=2) == 8
+
+
+def test_host_ceiling_python_work(tmp_path):
+    """bench/host_ceiling.py: copies started together, each timed; the table's efficiency is 1-process s / mean s."""
+    out = tmp_path / "c.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "host_ceiling.py"), "--works", "python", "--procs",
+                           "1,2", "--loops", "300000", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["procs"] for r in rows] == [1, 2] and all(len(r["seconds"]) == r["procs"] for r in rows)
+    assert all(0 < s < 30 for r in rows for s in r["seconds"])
+    assert "| python | 2 |" in proc.stdout
+
+
+def test_copies_repeat_the_slice(tmp_path, sample_path):
+    src = tmp_path / "s.jsonl.gz"
+    with open(sample_path, "rb") as f, gzip.open(src, "wb") as g:
+        g.write(f.read())
+    one = scale.slice_corpus(src, 0.01, tmp_path / "one.jsonl").read_bytes()
+    three = scale.slice_corpus(src, 0.01, tmp_path / "three.jsonl", copies=3).read_bytes()
+    assert one and three == one * 3

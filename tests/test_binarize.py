@@ -141,6 +141,29 @@ def test_bad_record_stops_with_file_and_line(tmp_path, reason):
     assert not list(tmp_path.glob("*.partial*"))
 
 
+def test_bad_record_after_merged_partitions_leaves_no_shard(tmp_path, qwen):
+    """Partitions are merged as they finish, so full shards exist before a late bad record is met:
+    the error must still leave no .bin/.idx, rolled-over shards included."""
+    path = tmp_path / "in.jsonl"
+    rng = np.random.default_rng(1)
+    syllables = list("あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほ")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(250):
+            f.write(json.dumps({"id": i, "text": "".join(rng.choice(syllables, size=3000))}, ensure_ascii=False) + "\n")
+        f.write('{"text": 12}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(path, "-o", out / "s", "--max-shard-size", "1MB", "--partition-size", "1MB",
+                 "--workers", "2")
+    assert result.exit_code == 2, result.output
+    assert f"{path}:251:" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == []
+    ok = run(path, "-o", out / "s", "--max-shard-size", "1MB", "--partition-size", "1MB", "--workers", "2",
+             "--skip-bad")
+    assert ok.exit_code == 0, ok.output
+    assert len(list(out.glob("s*_0000[0-9].idx"))) >= 2  # the shards did roll over: the case above is the real one
+
+
 def test_skip_bad_counts_and_logs(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"text": "good"}\n' + b"\n".join(BAD_LINES.values()) + b'\n{"text": "also good"}\n')
