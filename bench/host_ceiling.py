@@ -19,7 +19,6 @@ Prints a Markdown table; writes every figure to --out (JSON).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -31,51 +30,34 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from scale import slice_corpus  # noqa: E402  (the same whole-line slice of a plain or .gz corpus)
 
 
-def slice_lines(source: Path, mb: float, dest: Path) -> None:
-    """The first ``mb`` MB of JSON lines of ``source`` (plain or .gz), whole lines."""
-    with open(source, "rb") as head:
-        opener = gzip.open if head.read(2) == b"\x1f\x8b" else open
-    budget = int(mb * 1e6)
-    with opener(source, "rb") as src, open(dest, "wb") as out:
-        for line in src:
-            out.write(line)
-            budget -= len(line)
-            if budget <= 0:
-                break
-
-
-def _normalize_work(path: str, folder: Path, partition_bytes: int):
-    """A callable that cleans every partition of ``path`` as an engine task would, and a warm-up one."""
+def _stage_work(stage: str, path: str, folder: Path, partition_bytes: int):
+    """Callables that run every partition of ``path`` through ``stage``'s task, as an engine would, and a warm-up
+    over the first partition; and the bytes of input they cover."""
     from jpcorpus import partitions, workdir
-    from jpcorpus.normalize.clean_stage import CleanJob, CleanTask, clean_partition
-    from jpcorpus.normalize.profiles import load_profile
     from jpcorpus.readers import ReadStats
 
-    profile = load_profile("default")
-    job = CleanJob(profile, "text", "id", "utf-8", False, str(folder), workdir.settings_key(stage="ceiling"))
+    key = workdir.settings_key(stage="ceiling")
+    if stage == "normalize":
+        from jpcorpus.normalize.clean_stage import CleanJob, CleanTask, clean_partition as task_fn
+        from jpcorpus.normalize.profiles import load_profile
+
+        job, make = CleanJob(load_profile("default"), "text", "id", "utf-8", False, str(folder), key), CleanTask
+    else:
+        from jpcorpus.binarize_stages import TokenizeJob, TokenizeTask, tokenize_partition as task_fn
+
+        job = TokenizeJob("qwen2.5", None, "int32", ["all"], 0.0, "text", "id", "utf-8", False, 1 << 20,
+                          str(folder), key)
+        make = TokenizeTask
     parts = list(partitions.plan([path], partition_bytes, "text", ReadStats()))
 
     def run(items):
         for part in items:
-            clean_partition(CleanTask(job, part))
-
-    return (lambda: run(parts[:1])), (lambda: run(parts)), sum(p.size() for p in parts)
-
-
-def _binarize_work(path: str, folder: Path, partition_bytes: int):
-    from jpcorpus import partitions, workdir
-    from jpcorpus.binarize_stages import TokenizeJob, TokenizeTask, tokenize_partition
-    from jpcorpus.readers import ReadStats
-
-    job = TokenizeJob("qwen2.5", None, "int32", ["all"], 0.0, "text", "id", "utf-8", False, 1 << 20,
-                      str(folder), workdir.settings_key(stage="ceiling"))
-    parts = list(partitions.plan([path], partition_bytes, "text", ReadStats()))
-
-    def run(items):
-        for part in items:
-            tokenize_partition(TokenizeTask(job, part))
+            task_fn(make(job, part))
 
     return (lambda: run(parts[:1])), (lambda: run(parts)), sum(p.size() for p in parts)
 
@@ -93,10 +75,8 @@ def _python_work(loops: int):
 def child(spec: dict) -> None:
     """One process: build, warm up, say ready, wait for the common start, time the work."""
     folder = Path(tempfile.mkdtemp(prefix="ceiling", dir=spec["tmp"]))
-    if spec["work"] == "normalize":
-        warm, work, size = _normalize_work(spec["input"], folder, spec["partition_bytes"])
-    elif spec["work"] == "binarize":
-        warm, work, size = _binarize_work(spec["input"], folder, spec["partition_bytes"])
+    if spec["work"] in ("normalize", "binarize"):
+        warm, work, size = _stage_work(spec["work"], spec["input"], folder, spec["partition_bytes"])
     else:
         warm, work, size = _python_work(spec["loops"])
     warm()
@@ -165,7 +145,7 @@ def main() -> None:
         spec = {"work": work, "tmp": str(tmp), "partition_bytes": int(args.partition_size * 1e6), "loops": args.loops}
         if work != "python":
             spec["input"] = str(tmp / f"{work}.jsonl")
-            slice_lines(args.corpus, args.mb if work == "normalize" else args.binarize_mb, Path(spec["input"]))
+            slice_corpus(args.corpus, args.mb if work == "normalize" else args.binarize_mb, Path(spec["input"]))
         for n in (int(x) for x in args.procs.split(",")):
             row = measure(spec, n)
             results["rows"].append(row)

@@ -197,18 +197,20 @@ def slice_corpus(source: Path, limit_mb: float, dest: Path, copies: int = 1) -> 
     """
     if not limit_mb and copies == 1:
         return source
+    with open(source, "rb") as head:  # a .gz by its magic bytes, whatever its name (a rejoined part)
+        opener = gzip.open if head.read(2) == b"\x1f\x8b" else open
     size = 0
-    with open(dest, "wb") as out:
-        with gzip.open(source, "rb") as src:
-            for line in src:
-                if limit_mb and size + len(line) > limit_mb * 1e6 and size:
-                    break
-                out.write(line)
-                size += len(line)
-    with open(dest, "ab") as out:
-        for _ in range(copies - 1):
-            with open(dest, "rb") as first:
-                out.write(first.read(size))
+    with opener(source, "rb") as src, open(dest, "wb") as out:
+        for line in src:
+            if limit_mb and size + len(line) > limit_mb * 1e6 and size:
+                break
+            out.write(line)
+            size += len(line)
+    if copies > 1:
+        block = dest.read_bytes()
+        with open(dest, "ab") as out:
+            for _ in range(copies - 1):
+                out.write(block)
     return dest
 
 
