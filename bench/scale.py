@@ -101,8 +101,9 @@ def child(spec: dict) -> dict:
                 "engine_stop": e.get("engine_stop_s", 0.0), "stages": e}
     from jpcorpus.normalize.pipeline import run_normalize
 
+    extra = {"dedup_task_bytes": spec["dedup_task_bytes"]} if spec.get("dedup_task_bytes") else {}
     report = run_normalize([spec["input"]], spec["output"], profile=spec.get("profile", "default"),
-                           rejects=spec.get("rejects"), **common).as_dict()
+                           rejects=spec.get("rejects"), **common, **extra).as_dict()
     return {"text_bytes": report["read"]["text_bytes"], "documents": report["docs_in"], "seconds": report["seconds"],
             "engine_start": report["engine"]["seconds"]["engine_start"],
             "engine_stop": report["engine"]["seconds"].get("engine_stop", 0.0), "stages": report["engine"],
@@ -417,13 +418,14 @@ def scaling_table(rows: list[dict]) -> str:
 
 
 def dedup_table(rows: list[dict]) -> str:
-    lines = ["| docs | engine | workers | clean s | exact s | near s | write s | CPU s (driver) | recall | precision | "
+    lines = ["| docs | engine | workers | task size | buckets | clean s | exact s | near s | write s | CPU s (driver) | recall | precision | "
              "edges | peak task MB | driver RSS MB | largest worker RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sec = r["stages"]["seconds"]
         steps = {s["step"]: s for s in r["stages"]["dedup"]}
-        lines.append(f"| {r['documents']:,} | {r['engine']} | {r['workers']} | {sec['clean']:.1f} | "
+        lines.append(f"| {r['documents']:,} | {r['engine']} | {r['workers']} | {r.get('dedup_task_size', '512MB')} | "
+                     f"{steps['near_dedup']['buckets']} | {sec['clean']:.1f} | "
                      f"{steps['exact_dedup']['seconds']:.1f} | {steps['near_dedup']['seconds']:.1f} | "
                      f"{sec['write']:.1f} | {r['cpu_s']:.0f} ({r['driver_cpu_s']:.0f}) | "
                      f"{r['recall']:.4f} | {r['precision']:.4f} | {steps['near_dedup']['edges']:,} | "
@@ -445,6 +447,8 @@ def main() -> None:
                     help="MB of input per task [default: 1, or less so that every worker count has 4 tasks a worker]")
     ap.add_argument("--dedup-docs", type=int, default=10_000_000)
     ap.add_argument("--near-share", type=float, default=0.2)
+    ap.add_argument("--dedup-task-size", default="512MB",
+                    help="comma-separated --dedup-task-size values for part 2 (the memory bound of a task) [512MB]")
     ap.add_argument("--dedup-workers", default=None, help="worker counts for part 2 [default: the largest of --workers]")
     ap.add_argument("--baseline", default=None, help="git commit (or the directory of another checkout) to measure too, for a ratio (part 1 only)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of each part-1 run (ABBA order with --baseline)")
@@ -505,11 +509,15 @@ def main() -> None:
         profile = tmp / "dedup.yaml"
         profile.write_text("steps:\n  - exact_dedup: {}\n  - near_dedup: {}\n", encoding="utf-8")
         for engine in engines:
-            for w in [int(x) for x in (args.dedup_workers or str(max(workers))).split(",")]:
+            for w, size in [(int(x), size) for x in (args.dedup_workers or str(max(workers))).split(",")
+                            for size in args.dedup_task_size.split(",")]:
+                from jpcorpus.cli import _parse_size
+
                 spec = {"command": "normalize", "engine": engine, "workers": w, "input": str(path),
                         "output": str(tmp / "dedup_out.jsonl"), "rejects": str(tmp / "dedup_rej.jsonl"),
-                        "profile": str(profile), "partition_bytes": int((args.partition_size or 1.0) * 1e6)}
-                r = measure(spec, tmp) | {"engine": engine, "workers": w}
+                        "profile": str(profile), "partition_bytes": int((args.partition_size or 1.0) * 1e6),
+                        "dedup_task_bytes": _parse_size(size)}
+                r = measure(spec, tmp) | {"engine": engine, "workers": w, "dedup_task_size": size}
                 r |= dedup_quality(tmp / "dedup_rej.jsonl", counts)
                 results["dedup"].append(r)
                 print(f"dedup {engine} x{w}: recall {r['recall']:.4f} precision {r['precision']:.4f} "

@@ -82,7 +82,7 @@ def run_variant(name: str, args, shared: dict) -> dict:
         if shared.get(link) and not (run_dir / link).exists():
             (run_dir / link).symlink_to(shared[link])
     extra = list(VARIANTS[name])
-    if name == args.profile_variant:
+    if name in (args.profile_variant or "").split(","):
         extra.append(f"logging.profile_steps=[{args.steps - 6},{args.steps - 4}]")
     overrides = run_overrides(args.shards, str(run_dir), args.steps, args.steps, extra)
     cfg = load_config(CONFIG, overrides)

@@ -236,10 +236,12 @@ def print_report(rows: list[dict], out: Path, profile_variant: str | None, meta:
     paths = {r["row"]: r["attention_paths"] for r in rows if r.get("attention_paths")}
     if paths:
         print("attention kernels asked for (eager calls):", json.dumps(paths)[:400])
-    for prof in sorted(out.glob(f"{profile_variant}_profile_steps*.txt")) if profile_variant else []:
+    profiled = [(name, prof) for name in (profile_variant or "").split(",") if name
+                for prof in sorted(out.glob(f"{name}_profile_steps*.txt"))]
+    for name, prof in profiled:
         text = prof.read_text().splitlines()
         start = next((i for i, line in enumerate(text) if line.startswith("kernel time by category")), None)
-        print(f"profile of {profile_variant}: {text[0]}")
+        print(f"profile of {name}: {text[0]}")
         if start is not None:
             print("\n".join(text[start:start + 16]).split("\n\n")[0])
     starts = {r.get("process") or r["row"]: {k: r[k] for k in ("import_s", "base_s", "waited_s", "setup_s",

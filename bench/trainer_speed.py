@@ -193,6 +193,9 @@ VARIANTS = {
                         + FAST,
     "lowmem-mb4-c512": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=512", "model.mlp_recompute=true"]
                        + FAST,
+    # the same micro batches without mlp_recompute: what the recomputation costs at each
+    "fast-mb4-c1024": ["schedule.micro_batch_size=4", "model.loss_chunk_tokens=1024"] + FAST,
+    "fast-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024"] + FAST,
     # full-parameter
     "full-fast-mb4": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn"],
     "full-fast-mb8-mlprc": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
@@ -237,7 +240,7 @@ def speed_processes(args, out: Path, summary: dict) -> None:
             if not (Path(run_dir) / "base").exists():
                 (Path(run_dir) / "base").symlink_to(shared_base)
         extra = list(VARIANTS[name]) + list(args.overrides)
-        if name == args.profile_variant:
+        if name in (args.profile_variant or "").split(","):
             extra.append(f"logging.profile_steps=[{steps - 6},{steps - 4}]")
         cmd = trainer_command(args, run_dir, steps, steps, extra)
         res = trainer_run(cmd, out / f"{name}.log", Path(run_dir) / "metrics.jsonl", args.variant_timeout, None)
@@ -322,7 +325,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=int, default=560, help="--stage speed: stop everything after this long")
     ap.add_argument("--speed-steps", type=int, default=16, help="steps per speed row (median of 6..N)")
     ap.add_argument("--variant-timeout", type=int, default=200, help="seconds one variant may take")
-    ap.add_argument("--profile-variant", default=None, help="--stage speed: profile two late steps of this one")
+    ap.add_argument("--profile-variant", default=None, help="--stage speed: profile two late steps of these (comma-separated)")
     ap.add_argument("--baseline-full", action="store_true", help="--stage speed: also HF full-parameter, mb 4")
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="extra trainer config overrides (key=value)")

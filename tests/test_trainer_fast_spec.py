@@ -109,6 +109,25 @@ def test_fc1_recompute_saves_only_the_mlp_input(model_parallel, tiny_transformer
     assert saved_bytes(ref, x) >= 3 * x.numel() * 4  # the [tokens, 2 x ffn] fc1 output at least
 
 
+def test_fc1_recompute_runs_the_swiglu_kernels_on_token_rows(monkeypatch):
+    """megatron's compiled SwiGLU kernels ran ~3x slower on [seq, batch, 2 x ffn] tensors than on
+    the [tokens, 2 x ffn] views its own MLP passes them (one H200): ours passes 2-D views too."""
+    from trainer.megatron import mlp_recompute
+
+    ranks = []
+    real_fwd, real_back = mlp_recompute._swiglu, mlp_recompute._swiglu_back
+    monkeypatch.setattr(mlp_recompute, "_swiglu", lambda y: ranks.append(("fwd", y.dim())) or real_fwd(y))
+    monkeypatch.setattr(mlp_recompute, "_swiglu_back",
+                        lambda g, y: ranks.append(("back", g.dim(), y.dim())) or real_back(g, y))
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    w1, w2 = torch.randn(12, 4, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    out = mlp_recompute.mlp_recompute_fc1(x, w1, w2)
+    assert out.shape == (5, 3, 4)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and w1.grad.shape == w1.shape and w2.grad.shape == w2.shape
+    assert ranks == [("fwd", 2), ("back", 2, 2), ("fwd", 2)]  # forward; backward; fc2's weight gradient
+
+
 def test_compiled_layers_match_eager_layers(model_parallel, tiny_transformer_config, monkeypatch):
     from trainer.megatron import compiled_layer
 
