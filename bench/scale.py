@@ -506,13 +506,13 @@ def main() -> None:
         path = tmp / "synthetic.jsonl"
         counts = synthetic(path, args.dedup_docs, args.near_share)
         results["synthetic"] = counts | {"bytes": path.stat().st_size}
+        from jpcorpus.cli import _parse_size
+
         profile = tmp / "dedup.yaml"
         profile.write_text("steps:\n  - exact_dedup: {}\n  - near_dedup: {}\n", encoding="utf-8")
         for engine in engines:
             for w, size in [(int(x), size) for x in (args.dedup_workers or str(max(workers))).split(",")
                             for size in args.dedup_task_size.split(",")]:
-                from jpcorpus.cli import _parse_size
-
                 spec = {"command": "normalize", "engine": engine, "workers": w, "input": str(path),
                         "output": str(tmp / "dedup_out.jsonl"), "rejects": str(tmp / "dedup_rej.jsonl"),
                         "profile": str(profile), "partition_bytes": int((args.partition_size or 1.0) * 1e6),

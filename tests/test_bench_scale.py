@@ -31,14 +31,19 @@ def test_a_small_run_of_the_script(tmp_path, sample_path):
     out = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--corpus-dir", str(corpus),
                            "--corpora", "wikinews", "--engines", "local", "--workers", "1", "--dedup-docs", "3000",
-                           "--partition-size", "0.05", "--out", str(out), "--tmp", str(tmp_path)],
+                           "--partition-size", "0.05", "--dedup-task-size", "512MB,64KB", "--out", str(out),
+                           "--tmp", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| wikinews | normalize | local | 1 |" in proc.stdout and "| 3,000 | local | 1 |" in proc.stdout
     results = json.loads(out.read_text())
     assert {r["command"] for r in results["scaling"]} == {"normalize", "binarize"}
-    (dedup,) = results["dedup"]
-    assert dedup["recall"] > 0.95 and dedup["precision"] == 1.0
+    big, small = results["dedup"]  # the same documents dropped whatever the task size
+    assert (big["dedup_task_size"], small["dedup_task_size"]) == ("512MB", "64KB")
+    assert big["recall"] > 0.95 and big["precision"] == 1.0 and small["dropped"] == big["dropped"]
+    ranges = [[s["ranges"] for s in r["stages"]["dedup"]] for r in (big, small)]
+    assert ranges[0] == [1, 1] and min(ranges[1]) > 1, ranges
+    assert "| 3,000 | local | 1 | 64KB |" in proc.stdout
     assert results["driver"]["decide_edges_s"] > 0
 
 
