@@ -82,16 +82,9 @@ def graphed_ms(fn, iters: int, dev: torch.device) -> float | None:
     """The same call captured once in a CUDA graph and replayed (megatron's local graphs)."""
     if dev.type != "cuda":
         return None
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return time_ms(graph.replay, iters, dev)
+    from flex_options import _graphed
+
+    return time_ms(_graphed(fn).replay, iters, dev)
 
 
 def saved_bytes(form, x, w1, w2) -> int:
