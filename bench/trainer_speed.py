@@ -198,6 +198,10 @@ VARIANTS = {
     "fast-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024"] + FAST,
     # full-parameter
     "full-fast-mb4": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn"],
+    "full-fast-mb8": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
+                      "model.loss_chunk_tokens=2048"],
+    "full-fast-mb8-fadam": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
+                            "model.loss_chunk_tokens=2048", "optim.fused_adam=true"],
     "full-fast-mb8-mlprc": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
                             "model.mlp_recompute=true", "model.loss_chunk_tokens=2048"],
 }

@@ -170,3 +170,39 @@ def test_docstring_examples():
 
     result = doctest.testmod(fused_loss)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_bfloat16_weight_gradient_accumulated_in_float32():
+    # full-parameter runs: W's gradient sums bf16 chunk products into float32, the upstream gradient
+    # scaled into (softmax - onehot) in float32 before its one rounding to bf16
+    hidden, weight, labels, g = _inputs(7, s=64, b=2, h=64, vocab=300, dtype=torch.bfloat16, w_grad=True)
+    ref = _reference(hidden.float(), weight.float(), labels)
+    (ref * g).sum().backward()
+    ref_h, ref_w = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    out = linear_cross_entropy(hidden, weight, labels, chunk_tokens=50)
+    (out * g).sum().backward()
+    assert weight.grad.dtype == torch.bfloat16 and hidden.grad.dtype == torch.bfloat16
+    for got, want in ((hidden.grad, ref_h), (weight.grad, ref_w)):
+        rel = (got.float() - want.float()).norm() / want.float().norm()
+        assert rel < 2e-2, rel
+
+
+def test_accumulate_product_adds_into_float32():
+    from trainer.megatron.fused_loss import accumulate_product
+
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(6, 5, generator=gen), torch.randn(5, 4, generator=gen)
+    acc = torch.ones(6, 4)
+    accumulate_product(acc, a, b)  # same dtype: addmm_ in place
+    torch.testing.assert_close(acc, 1 + a @ b)
+    acc16 = torch.ones(6, 4)
+    accumulate_product(acc16, a.bfloat16(), b.bfloat16())
+    assert acc16.dtype == torch.float32
+    torch.testing.assert_close(acc16, 1 + (a.bfloat16() @ b.bfloat16()).float())
+
+
+def test_torch_still_has_the_float32_output_addmm():
+    # accumulate_product's CUDA path: cuBLAS bf16 x bf16 -> float32 into the accumulator
+    schema = str(torch.ops.aten.addmm.dtype_out._schema)
+    assert "ScalarType out_dtype" in schema and "Tensor(a!) out" in schema

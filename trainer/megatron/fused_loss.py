@@ -16,7 +16,12 @@ in backward, which is exact because the map is linear in each row.
 
 When ``W`` itself is trained (full-parameter runs: it is the tied embedding) its
 gradient needs the upstream gradient, so backward recomputes each chunk's logits
-instead (one extra ``hidden @ W^T``, still never the full logits).
+instead (one extra ``hidden @ W^T``, still never the full logits). There the upstream
+gradient scales the rows inside the same fused kernel that makes ``softmax - onehot``
+(one bf16 write, no float32 copy of the chunk's logits), and ``W``'s gradient is
+accumulated by the matrix product itself into a float32 buffer (cuBLAS with a float32
+output, ``beta = 1``), not as a bf16 product upcast and added: on one H200 the passes this
+removes were ~60 ms of a 0.66 s full-parameter step (``docs/benchmarks.md``).
 
 On CUDA the per-chunk element-wise work (upcast, log-sum-exp, softmax - onehot,
 downcast) runs as one ``torch.compile``d function: two reads of the bf16 logits
@@ -58,7 +63,16 @@ def _ce_chunk(logits: torch.Tensor, labels: torch.Tensor, want_grad: bool):
     return loss, grad.to(logits.dtype)
 
 
-_compiled: dict[bool, object] = {}
+def _ce_grad_scaled(logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor):
+    """``(softmax - onehot) * scale`` per row, computed in float32, in the logits' dtype."""
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    cols = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    grad = torch.exp(x - lse) - (cols == labels.unsqueeze(1)).to(x.dtype)
+    return (grad * scale.float().unsqueeze(1)).to(logits.dtype)
+
+
+_compiled: dict[object, object] = {}
 
 
 def ce_chunk(logits: torch.Tensor, labels: torch.Tensor, want_grad: bool):
@@ -68,6 +82,39 @@ def ce_chunk(logits: torch.Tensor, labels: torch.Tensor, want_grad: bool):
     if want_grad not in _compiled:
         _compiled[want_grad] = torch.compile(lambda lg, lb: _ce_chunk(lg, lb, want_grad), dynamic=False)
     return _compiled[want_grad](logits, labels)
+
+
+def ce_grad_scaled(logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor):
+    """:func:`_ce_grad_scaled`, compiled into fused kernels on CUDA (eager elsewhere)."""
+    if not logits.is_cuda:
+        return _ce_grad_scaled(logits, labels, scale)
+    if "scaled" not in _compiled:
+        _compiled["scaled"] = torch.compile(_ce_grad_scaled, dynamic=False)
+    return _compiled["scaled"](logits, labels, scale)
+
+
+_FP32_OUT_MATMUL: dict[str, bool] = {}
+
+
+def accumulate_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` with ``acc`` float32 and ``a``, ``b`` possibly bf16.
+
+    On CUDA the product is accumulated by cuBLAS into ``acc`` in float32
+    (``torch.addmm(..., out_dtype=torch.float32, out=acc)``); where that overload is missing
+    (CPU, older torch) the product is formed in the inputs' dtype and added.
+    """
+    if a.dtype == acc.dtype and b.dtype == acc.dtype:
+        acc.addmm_(a, b)
+        return
+    key = acc.device.type
+    if acc.is_cuda and _FP32_OUT_MATMUL.get(key, True):
+        try:
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            _FP32_OUT_MATMUL[key] = True
+            return
+        except (RuntimeError, TypeError, NotImplementedError):
+            _FP32_OUT_MATMUL[key] = False
+    acc += (a @ b).to(acc.dtype)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -105,12 +152,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, x.shape[0], ctx.chunk):
             end = min(start + ctx.chunk, x.shape[0])
             logits = x[start:end] @ weight.t()
-            _, dlogits = ce_chunk(logits, labels[start:end], True)
-            dlogits = (dlogits.float() * grad_loss[start:end].unsqueeze(1)).to(x.dtype)
+            dlogits = ce_grad_scaled(logits, labels[start:end], grad_loss[start:end])
             if need_x:
                 grad_x[start:end] = dlogits @ weight
             if need_w:
-                grad_w += (dlogits.t() @ x[start:end]).float()
+                accumulate_product(grad_w, dlogits.t(), x[start:end])
             del logits, dlogits
         return grad_x, (grad_w.to(weight.dtype) if need_w else None), None, None
 

@@ -182,3 +182,18 @@ class Profile(Callback):
         out = self.out_dir / f"profile_steps{self.start}-{self.end}.txt"
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"profile: {lines[0]} -> {out}", flush=True)
+
+
+class FusedAdam(Callback):
+    """``optim.fused_adam``: hook torch's fused AdamW into megatron's optimizer once training
+    starts (after a checkpoint has restored it; :mod:`trainer.megatron.fused_adam`)."""
+
+    def __init__(self, echo=print):
+        self.echo = echo
+
+    def on_train_start(self, trainer, pl_module):
+        from trainer.megatron import fused_adam
+
+        hooked = sum(fused_adam.install(opt) for opt in trainer.optimizers)
+        self.echo(f"optim.fused_adam: torch's fused AdamW in {hooked} optimizer(s)" if hooked else
+                  "optim.fused_adam: no torch Adam/AdamW on one device found; the optimizer runs unchanged")

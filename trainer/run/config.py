@@ -140,6 +140,9 @@ class OptimConfig:
     """Gradient-norm clipping threshold."""
     precision: str = "bf16-mixed"
     """Mixed precision through NeMo's MegatronMixedPrecision plugin: ``bf16-mixed`` or ``32``."""
+    fused_adam: bool = False
+    """torch's fused AdamW kernel for megatron's optimizer (``trainer/megatron/fused_adam.py``):
+    one pass per step instead of the ``foreach`` passes; same update to rounding."""
 
 
 @dataclass

@@ -187,6 +187,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     )
     callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
                  Preflight(s.preflight_batches, preset.vocab_size, expect_trained=not cfg.model.from_scratch)]
+    if o.fused_adam:
+        from trainer.run.callbacks import FusedAdam
+
+        callbacks.append(FusedAdam())
     if cfg.logging.profile_steps:
         callbacks.append(Profile(*cfg.logging.profile_steps, out_dir=run_dir))
     if s.early_stopping.patience is not None:
