@@ -27,18 +27,8 @@ from trainer.megatron import fused_loss
 HIDDEN, VOCAB, SEQ, GLOBAL_BATCH = 896, 151936, 2048, 32
 
 
-class _Before(torch.autograd.Function):
-    """The backward as it was (float32 scaling passes, bf16 products upcast and added)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, labels, chunk):
-        loss = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-        for start in range(0, x.shape[0], chunk):
-            end = min(start + chunk, x.shape[0])
-            loss[start:end], _ = fused_loss.ce_chunk(x[start:end] @ weight.t(), labels[start:end], False)
-        ctx.chunk = chunk
-        ctx.save_for_backward(x, weight, labels)
-        return loss
+class _Before(fused_loss._LinearCrossEntropy):
+    """The same forward; the backward as it was (float32 scaling passes, bf16 products upcast and added)."""
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -111,7 +101,7 @@ def main(argv=None) -> int:
     calls = GLOBAL_BATCH * SEQ // args.tokens
     b, a = result["forms"]["before"]["ms_per_call"], result["forms"]["after"]["ms_per_call"]
     result.update(ratio_before_over_after=b / a, saved_ms_per_step=(b - a) * calls,
-                  fp32_out_matmul=fused_loss._FP32_OUT_MATMUL.get(dev))
+                  fp32_out_matmul=fused_loss.fp32_out_addmm)
     print(f"before/after {b / a:.2f}x; {calls} calls a step: {(b - a) * calls:.1f} ms a step saved; "
           f"float32-output addmm used: {result['fp32_out_matmul']}")
     if args.out:

@@ -160,6 +160,8 @@ FAST = ["model.sdpa_backend=cudnn", "peft.fused_adapters=true"]
 
 # Trainer configurations compared by --stage speed (config overrides on top of the LoRA config).
 # Predictions for each are in docs/benchmarks.md ("Trainer speed against the peers").
+FULL_MB8 = ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
+            "model.loss_chunk_tokens=2048"]
 VARIANTS = {
     "ref-mb4": ["model.fused_loss=false", "model.fusions=false", "schedule.micro_batch_size=4"],
     "fused-mb4": ["schedule.micro_batch_size=4"],
@@ -198,12 +200,9 @@ VARIANTS = {
     "fast-mb2-c1024": ["schedule.micro_batch_size=2", "model.loss_chunk_tokens=1024"] + FAST,
     # full-parameter
     "full-fast-mb4": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn"],
-    "full-fast-mb8": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
-                      "model.loss_chunk_tokens=2048"],
-    "full-fast-mb8-fadam": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
-                            "model.loss_chunk_tokens=2048", "optim.fused_adam=true"],
-    "full-fast-mb8-mlprc": ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
-                            "model.mlp_recompute=true", "model.loss_chunk_tokens=2048"],
+    "full-fast-mb8": FULL_MB8,
+    "full-fast-mb8-fadam": FULL_MB8 + ["optim.fused_adam=true"],
+    "full-fast-mb8-mlprc": FULL_MB8 + ["model.mlp_recompute=true"],
 }
 SPEED_VARIANTS = ("graphs-mb8-c2048,cudnn-mb8-c2048,fusedlora-mb8-c2048,fast-mb8-c2048,lowmem-mb2-c1024,"
                   "full-mb4-graphs,full-fast-mb4,fast-compiled-mb8-c2048")

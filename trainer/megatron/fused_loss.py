@@ -58,17 +58,19 @@ def _ce_chunk(logits: torch.Tensor, labels: torch.Tensor, want_grad: bool):
     loss = lse - x.gather(1, labels.unsqueeze(1)).squeeze(1)
     if not want_grad:
         return loss, None
+    return loss, _softmax_minus_onehot(x, lse, labels).to(logits.dtype)
+
+
+def _softmax_minus_onehot(x: torch.Tensor, lse: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The gradient of the per-row loss with respect to float32 logits ``x`` (``lse``: their log-sum-exp)."""
     cols = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    grad = torch.exp(x - lse.unsqueeze(1)) - (cols == labels.unsqueeze(1)).to(x.dtype)
-    return loss, grad.to(logits.dtype)
+    return torch.exp(x - lse.unsqueeze(1)) - (cols == labels.unsqueeze(1)).to(x.dtype)
 
 
 def _ce_grad_scaled(logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor):
     """``(softmax - onehot) * scale`` per row, computed in float32, in the logits' dtype."""
     x = logits.float()
-    lse = torch.logsumexp(x, dim=-1, keepdim=True)
-    cols = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    grad = torch.exp(x - lse) - (cols == labels.unsqueeze(1)).to(x.dtype)
+    grad = _softmax_minus_onehot(x, torch.logsumexp(x, dim=-1), labels)
     return (grad * scale.float().unsqueeze(1)).to(logits.dtype)
 
 
@@ -93,7 +95,8 @@ def ce_grad_scaled(logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tens
     return _compiled["scaled"](logits, labels, scale)
 
 
-_FP32_OUT_MATMUL: dict[str, bool] = {}
+# whether torch.addmm(..., out_dtype=float32, out=acc) ran on CUDA (None: not tried yet)
+fp32_out_addmm: bool | None = None
 
 
 def accumulate_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -106,14 +109,14 @@ def accumulate_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> N
     if a.dtype == acc.dtype and b.dtype == acc.dtype:
         acc.addmm_(a, b)
         return
-    key = acc.device.type
-    if acc.is_cuda and _FP32_OUT_MATMUL.get(key, True):
+    global fp32_out_addmm
+    if acc.is_cuda and fp32_out_addmm is not False:
         try:
             torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
-            _FP32_OUT_MATMUL[key] = True
+            fp32_out_addmm = True
             return
         except (RuntimeError, TypeError, NotImplementedError):
-            _FP32_OUT_MATMUL[key] = False
+            fp32_out_addmm = False
     acc += (a @ b).to(acc.dtype)
 
 
