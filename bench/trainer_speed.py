@@ -203,6 +203,10 @@ VARIANTS = {
     "full-fast-mb8": FULL_MB8,
     "full-fast-mb8-fadam": FULL_MB8 + ["optim.fused_adam=true"],
     "full-fast-mb8-mlprc": FULL_MB8 + ["model.mlp_recompute=true"],
+    "full-fast-mb8-wgrad": FULL_MB8 + ["model.wgrad_fusion=true"],
+    "full-fast-mb8-wgrad-fadam": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true"],
+    "full-fast-mb4-wgrad": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn",
+                            "model.wgrad_fusion=true"],
 }
 SPEED_VARIANTS = ("graphs-mb8-c2048,cudnn-mb8-c2048,fusedlora-mb8-c2048,fast-mb8-c2048,lowmem-mb2-c1024,"
                   "full-mb4-graphs,full-fast-mb4,fast-compiled-mb8-c2048")

@@ -53,12 +53,14 @@ def cuda_on_cpu():
         torch.cuda.current_device, torch.cuda.synchronize = saved
 
 
-def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True, fused_loss_chunk: int | None = 24):
+def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True, fused_loss_chunk: int | None = 24,
+          wgrad_fusion: bool = False):
     """(megatron DDP-wrapped tiny GPT, megatron optimizer) on the current process group.
 
     The model is the project's: SDPA core attention, lean linear layers and (unless
     ``fused_loss_chunk`` is None) the chunked output layer + cross-entropy, 24 tokens a chunk
-    (a rank's micro batch of 2 x 16 tokens spans two chunks)."""
+    (a rank's micro batch of 2 x 16 tokens spans two chunks); ``wgrad_fusion``: the linear layers'
+    weight gradients go straight into ``main_grad`` (``trainer/megatron/wgrad_fusion.py``)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.models.gpt import GPTModel
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -75,6 +77,10 @@ def build(seed: int = 0, bf16: bool = False, distributed_optimizer: bool = True,
         hidden_dropout=0.0, attention_dropout=0.0, masked_softmax_fusion=False, bias_activation_fusion=False,
         bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
         cross_entropy_loss_fusion=False)
+    if wgrad_fusion:
+        from trainer.megatron.wgrad_fusion import CONFIG_ATTR
+
+        setattr(config, CONFIG_ATTR, True)
     model = GPTModel(config, sdpa_layer_spec(config), vocab_size=VOCAB, max_sequence_length=SEQ).to(dtype)
     if fused_loss_chunk:
         from trainer.megatron import fused_loss

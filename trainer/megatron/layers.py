@@ -8,7 +8,9 @@
   Python backward, identity work on one tensor-parallel rank that costs host time
   (the LoRA step on one H100 was bound by the host). :class:`LeanColumnParallelLinear`
   and :class:`LeanRowParallelLinear` call ``F.linear`` there (same parameters, same
-  state dict) and fall back to upstream's forward otherwise.
+  state dict) and fall back to upstream's forward otherwise; with ``model.wgrad_fusion``
+  a training weight's gradient goes straight into ``main_grad``
+  (:mod:`trainer.megatron.wgrad_fusion`).
 * Without TransformerEngine megatron applies the rotary embedding with ~10 separate
   element-wise kernels per tensor (slices, cos, sin, multiplies, a concatenation for
   the half rotation, another to re-join): ~60 ms of a 0.48 s LoRA step on one H100 at
@@ -51,6 +53,8 @@ from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParall
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.transformer_layer import TransformerLayer
 
+from trainer.megatron import wgrad_fusion
+
 # SelfAttention.forward parameters (megatron-core 0.15.3) that decide whether the hand-off is safe.
 SELF_ATTENTION_PARAMS = ("hidden_states", "attention_mask", "inference_context", "rotary_pos_emb",
                          "packed_seq_params", "inference_params")
@@ -82,7 +86,7 @@ class LeanColumnParallelLinear(ColumnParallelLinear):
     def forward(self, input_, weight=None, runtime_gather_output=None):
         if weight is not None or not _lean_ok(self, self.output_size_per_partition == self.output_size):
             return super().forward(input_, weight=weight, runtime_gather_output=runtime_gather_output)
-        out = torch.nn.functional.linear(input_, self.weight, None if self.skip_bias_add else self.bias)
+        out = wgrad_fusion.linear(self, input_, self.weight, None if self.skip_bias_add else self.bias)
         return out, (self.bias if self.skip_bias_add else None)
 
 
@@ -92,7 +96,7 @@ class LeanRowParallelLinear(RowParallelLinear):
     def forward(self, input_):
         if not _lean_ok(self, self.input_size_per_partition == self.input_size):
             return super().forward(input_)
-        out = torch.nn.functional.linear(input_, self.weight)
+        out = wgrad_fusion.linear(self, input_, self.weight)
         if self.skip_bias_add:
             return out, self.bias
         return (out + self.bias if self.bias is not None else out), None

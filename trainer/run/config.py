@@ -76,6 +76,10 @@ class ModelConfig:
     """Keep only the MLP's input for backward and recompute ``fc1`` there
     (``trainer/megatron/mlp_recompute.py``): about half the activation memory for ~8% more
     matrix work; works with ``cuda_graphs``, unlike ``recompute``."""
+    wgrad_fusion: bool = False
+    """Full-parameter runs: each linear layer's weight gradient accumulated by its matmul straight
+    into megatron's float32 ``main_grad`` (cuBLAS float32 output, ``trainer/megatron/wgrad_fusion.py``)
+    instead of formed in bf16 and added by DDP's hook. No effect on frozen (LoRA) weights."""
 
 
 @dataclass

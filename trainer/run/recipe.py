@@ -112,6 +112,11 @@ def nemo_model_config(preset: ModelPreset, cfg: TrainConfig, document_masking: b
         from trainer.megatron import cuda_graphs
 
         cuda_graphs.enable(config)
+    if cfg.model.wgrad_fusion:
+        from trainer.megatron import wgrad_fusion
+
+        setattr(config, wgrad_fusion.CONFIG_ATTR, True)  # read by the lean linears and the graph runner
+        wgrad_fusion.install()
     from trainer.megatron import fast_spec
 
     fast_spec.configure(config, sdpa_backend=cfg.model.sdpa_backend, compile_layers=cfg.model.compile_layers,
