@@ -205,6 +205,8 @@ VARIANTS = {
     "full-fast-mb8-mlprc": FULL_MB8 + ["model.mlp_recompute=true"],
     "full-fast-mb8-wgrad": FULL_MB8 + ["model.wgrad_fusion=true"],
     "full-fast-mb8-wgrad-fadam": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true"],
+    "full-fast-mb16-wgrad": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
+                             "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true"],
     "full-fast-mb4-wgrad": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn",
                             "model.wgrad_fusion=true"],
 }

@@ -72,7 +72,7 @@ def binarize(inputs, output, tokenizer, text_key, id_key, encoding, valid_fracti
 
     INPUTS are .jsonl/.jsonl.gz/.jsonl.zst (one JSON object per line), Parquet
     (the --text-key column) or plain text files (one document per file); globs,
-    directories and fsspec URLs are expanded.
+    directories (their data files only, never a README) and fsspec URLs are expanded.
     Each document gets the end-of-document token appended.
 
     \b

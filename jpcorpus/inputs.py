@@ -1,6 +1,7 @@
 """Input paths: local files, globs and folders, or fsspec URLs (``s3://``, ``gs://``, ``hf://``...).
 
-Local paths go through :func:`jpcorpus.readers.expand_inputs` unchanged. A path
+Local paths go through :func:`jpcorpus.readers.expand_inputs` unchanged; a folder, local or
+remote, contributes only its data files (:mod:`jpcorpus.input_folders`). A path
 with ``://`` is opened through fsspec, which then has to be installed with the
 package for that filesystem (``s3fs``, ``gcsfs``, ...); jpcorpus itself needs
 neither. The engines pass paths around as strings, because ``Path`` would fold
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from jpcorpus.input_folders import data_files
 from jpcorpus.readers import InputError, expand_inputs
 
 
@@ -55,6 +57,9 @@ def expand(patterns: Iterable[str]) -> list[str]:
             found = sorted(fs.glob(path))
         elif fs.isdir(path):
             found = sorted(fs.find(path))
+            inside = path.rstrip("/") + "/"
+            named = [(p.removeprefix(inside) if p.startswith(inside) else p.rsplit("/", 1)[-1], p) for p in found]
+            found = data_files(pattern, named) if found else found
         else:
             found = [path] if fs.isfile(path) else []
         if not found:

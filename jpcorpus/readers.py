@@ -82,8 +82,11 @@ class ReadStats:
 def expand_inputs(patterns: Iterable[str]) -> list[Path]:
     """Expand globs and directories into a sorted, de-duplicated file list.
 
-    A pattern that matches nothing is an error, never a silent empty run.
+    A pattern that matches nothing is an error, never a silent empty run. A
+    directory contributes only its data files (:mod:`jpcorpus.input_folders`).
     """
+    from jpcorpus.input_folders import data_files
+
     paths: list[Path] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
@@ -94,7 +97,10 @@ def expand_inputs(patterns: Iterable[str]) -> list[Path]:
             found = [Path(pattern)] if os.path.isfile(pattern) else []
         if not found:
             raise InputError(pattern, "no_input", "no such file (or the pattern matches no file)")
-        paths.extend(_without_partial_files(found, pattern))
+        found = _without_partial_files(found, pattern)
+        if os.path.isdir(pattern):
+            found = data_files(pattern, [(str(p.relative_to(pattern)), p) for p in found])
+        paths.extend(found)
     seen: set[Path] = set()
     return [p for p in paths if not (p in seen or seen.add(p))]
 

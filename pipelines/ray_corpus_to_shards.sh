@@ -22,6 +22,7 @@
 #   --max-shard-size S  e.g. 2GB [none: one .bin per split]
 #   --work-dir DIR      shared scratch for partitions [OUT.work]
 #   --partition-size S  input per task [jpcorpus's default]
+#   --dedup-task-size S  memory of one deduplication task, e.g. 64MB on nodes with < 4 GB a core [512MB]
 #   --dry-run           print the commands, run nothing
 set -euo pipefail
 
@@ -29,12 +30,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "error: $*" >&2; echo "see: bash $0 --help" >&2; exit 2; }
 
 INPUTS=() OUT="" ADDRESS=auto WORKERS=0 PROFILE=web TEXT_KEY=text TOKENIZER=qwen2.5
-VALID=0.005 SHARD="" WORK="" PARTITION="" DRY=0
+VALID=0.005 SHARD="" WORK="" PARTITION="" DEDUP_TASK="" DRY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY=1; shift; continue ;;
-    --input|--out|--address|--workers|--profile|--text-key|--tokenizer|--valid-fraction|--max-shard-size|--work-dir|--partition-size)
+    --input|--out|--address|--workers|--profile|--text-key|--tokenizer|--valid-fraction|--max-shard-size|--work-dir|--partition-size|--dedup-task-size)
       [ $# -ge 2 ] || die "$1 needs a value" ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
     --max-shard-size) SHARD=$2 ;;
     --work-dir) WORK=$2 ;;
     --partition-size) PARTITION=$2 ;;
+    --dedup-task-size) DEDUP_TASK=$2 ;;
   esac
   shift 2
 done
@@ -64,9 +66,11 @@ ENGINE=(--engine ray --workers "$WORKERS")
 [ -z "$PARTITION" ] || ENGINE+=(--partition-size "$PARTITION")
 SHARDS=()
 [ -z "$SHARD" ] || SHARDS=(--max-shard-size "$SHARD")
+DEDUP=()
+[ -z "$DEDUP_TASK" ] || DEDUP=(--dedup-task-size "$DEDUP_TASK")
 
 NORMALIZE=("${JP[@]}" normalize "${INPUTS[@]}" -o "$OUT.clean.jsonl.zst" --profile "$PROFILE" --text-key "$TEXT_KEY"
-           --skip-bad --rejects "$OUT.rejects.jsonl.zst" --report "$OUT.report.json" "${ENGINE[@]}" --work-dir "$WORK/normalize")
+           --skip-bad --rejects "$OUT.rejects.jsonl.zst" --report "$OUT.report.json" "${DEDUP[@]}" "${ENGINE[@]}" --work-dir "$WORK/normalize")
 BINARIZE=("${JP[@]}" binarize "$OUT.clean.jsonl.zst" -o "$OUT" --tokenizer "$TOKENIZER" --valid-fraction "$VALID"
           "${SHARDS[@]}" "${ENGINE[@]}" --work-dir "$WORK/binarize")
 

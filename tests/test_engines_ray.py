@@ -111,14 +111,51 @@ def test_an_address_nobody_answers_at_fails_in_seconds_with_the_fix(tmp_path, co
     assert not list(tmp_path.iterdir())  # no output, no work directory
 
 
-def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path, sample_path):
-    common = ["binarize", "--quiet", sample_path, sample_path, "--valid-fraction", "0.2", "--max-shard-size", "1MB"]
-    _invoke(*common, "-o", tmp_path / "l")
-    _invoke(*common, "-o", tmp_path / "r", "--engine", "ray", "--ray-address", ray_cluster.address,
-            "--workers", "2", "--partition-size", "8KB")
-    local = {p.name[1:]: p.read_bytes() for p in tmp_path.glob("l_*") if p.suffix in (".bin", ".idx")}
-    ray = {p.name[1:]: p.read_bytes() for p in tmp_path.glob("r_*") if p.suffix in (".bin", ".idx")}
-    assert ray == local and len(local) >= 4
+def _shard_files(prefix: Path) -> dict[str, bytes]:
+    """Every .bin/.idx of a binarize output, by its name after the prefix (``_train_00001.bin``...)."""
+    return {p.name[len(prefix.name):]: p.read_bytes() for p in prefix.parent.glob(f"{prefix.name}_*")
+            if p.suffix in (".bin", ".idx")}
+
+
+def _binarize_counts(result) -> dict:
+    return {"read": result.stats.as_dict(),
+            "shards": [(s.prefix.rsplit("_", 2)[-2:], s.documents, s.tokens, s.bin_sha256) for s in result.shards]}
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big.jsonl"
+    _big_corpus(path)  # 2 MB, 1500 documents: ~370,000 train tokens, two 1 MB shards
+    return path
+
+
+def _binarize_big(corpus: Path, prefix: Path, **engine):
+    from jpcorpus.binarize import BinarizeOptions, binarize
+
+    return binarize(BinarizeOptions(inputs=[str(corpus)], output=str(prefix), progress=False, valid_fraction=0.2,
+                                    max_shard_bytes=10**6, **engine))
+
+
+@pytest.fixture(scope="module")
+def local_binarize(big_corpus, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("local_binarize") / "s"
+    result = _binarize_big(big_corpus, prefix)
+    shards = _shard_files(prefix)
+    assert {"_train_00000.bin", "_train_00001.bin", "_valid_00000.bin"} <= set(shards)  # shards rolled over
+    return shards, _binarize_counts(result)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_binarize_on_two_nodes_is_the_local_engines_bytes(ray_cluster, tmp_path, big_corpus, local_binarize, workers):
+    """--valid-fraction and --max-shard-size (rolled over: two train shards): every shard file, and the counts."""
+    result = _binarize_big(big_corpus, tmp_path / "r", engine="ray", ray_address=ray_cluster.address,
+                           workers=workers, partition_bytes=64 << 10)
+    shards, counts = local_binarize
+    assert _shard_files(tmp_path / "r") == shards and len(shards) == 6
+    assert _binarize_counts(result) == counts and counts["read"]["documents"] == 1500
+    assert result.engine["partitions"] >= 30
+    if workers > 1:
+        assert result.engine["nodes_used"] == 2
 
 
 def test_heavy_state_is_built_once_per_worker_process_not_per_task(ray_cluster, tmp_path, sample_path):
@@ -214,3 +251,88 @@ def test_a_sigkilled_worker_is_retried_and_the_output_is_unchanged(ray_cluster, 
     assert (tmp_path / "rr.jsonl").read_bytes() == (tmp_path / "lr.jsonl").read_bytes()
     assert outcome["report"].docs_out == local.docs_out and local.steps[-1].docs_dropped > 100
     assert outcome["report"].examples == local.examples  # the HTML report's examples per reason
+
+
+def test_a_sigkilled_worker_during_binarize_is_retried_and_the_shards_are_unchanged(ray_cluster, tmp_path, big_corpus,
+                                                                                     local_binarize):
+    import os
+    import signal
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = _binarize_big(big_corpus, tmp_path / "r", engine="ray", ray_address=ray_cluster.address,
+                                              workers=2, partition_bytes=32 << 10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = []
+    deadline = time.time() + 120
+    while thread.is_alive() and len(killed) < 2 and time.time() < deadline:
+        busy = ray_cluster.task_workers()
+        if busy and (not killed or time.time() - killed[-1][1] > 1.0):
+            os.kill(busy[0], signal.SIGKILL)
+            killed.append((busy[0], time.time()))
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert "error" not in outcome, outcome.get("error")
+    assert killed, "no worker was caught running a task: make the input bigger"
+    shards, counts = local_binarize
+    assert _shard_files(tmp_path / "r") == shards
+    assert _binarize_counts(outcome["result"]) == counts
+
+
+def test_a_dataset_folder_reads_the_same_files_on_both_engines(ray_cluster, tmp_path):
+    """A hub-style folder (part-0.parquet, README.md, .gitattributes): its 3 rows, the same shards on both engines."""
+    pytest.importorskip("pyarrow")
+    from test_parquet_input import _dataset_folder
+
+    from jpcorpus.indexed_dataset import IndexedDataset
+
+    folder = _dataset_folder(tmp_path)
+    _invoke("binarize", "--quiet", folder, "-o", tmp_path / "l")
+    _invoke("binarize", "--quiet", folder, "-o", tmp_path / "r", "--engine", "ray", "--ray-address",
+            ray_cluster.address, "--workers", "2")
+    assert IndexedDataset(tmp_path / "l").documents == 3
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"r{suffix}").read_bytes() == (tmp_path / f"l{suffix}").read_bytes()
+
+
+@pytest.mark.parametrize("reason", ["missing_text_key", "text_not_string", "truncated_input"])
+def test_bad_parquet_through_ray_is_the_local_engines_error(ray_cluster, tmp_path, reason):
+    """After a good file, a bad one stops both commands on both engines: the same line, exit 2, nothing written."""
+    pytest.importorskip("pyarrow")
+    from test_parquet_input import _bad_files
+
+    files = _bad_files(tmp_path)  # good.parquet beside them
+    inputs = [tmp_path / "good.parquet", files[reason]]
+    ray = ["--engine", "ray", "--ray-address", ray_cluster.address, "--workers", "2", "--partition-size", "1"]
+    for command, out in [("normalize", "o.jsonl"), ("binarize", "s")]:
+        quiet = ["--quiet"] if command == "binarize" else []
+        results = [CliRunner().invoke(main, [command, *quiet, *map(str, inputs), "-o", str(tmp_path / engine / out),
+                                             *args])
+                   for engine, args in (("local", []), ("ray", ray))]
+        assert [r.exit_code for r in results] == [2, 2], results[1].output
+        assert results[1].output == results[0].output
+        assert results[0].output.startswith(f"error: {files[reason]}: ") and results[0].output.count("\n") == 1
+        assert not [p for engine in ("local", "ray") for p in (tmp_path / engine).rglob("*")]  # no output, no work dir
+
+
+def test_progress_names_the_stage_and_its_rates(ray_cluster, tmp_path):
+    """The driver's bars on stderr: the stage, documents/s and MB/s (normalize --progress; binarize's by default)."""
+    import re
+
+    ray = ["--engine", "ray", "--ray-address", ray_cluster.address, "--workers", "2", "--partition-size", "300"]
+    normalize = _invoke("normalize", DATA / "golden_in.jsonl", "--skip-bad", "-o", tmp_path / "o.jsonl", "--progress",
+                        *ray)
+    binarize = _invoke("binarize", tmp_path / "o.jsonl", "-o", tmp_path / "s", *ray)
+    bars = {line.split(":")[0]: line for text in (normalize.stderr, binarize.stderr)
+            for line in re.split(r"[\r\n]+", text) if re.match(r"^[a-z_ :]+: ", line)}
+    rate = r"[\d.]+ docs/s, [\d,.]+ MB, [\d.]+ MB/s"
+    assert re.search(rf"^clean: +\d+ docs \[.*{rate}", bars["clean"]), bars
+    assert re.search(rf"^tokenize: +\d+ docs \[.*{rate}, [\d,]+ tokens", bars["tokenize"]), bars
+    assert re.search(r"^write: .* docs/s", bars["write"]), bars
+    assert re.search(r"^near_dedup: buckets: .* tasks/s", bars["near_dedup"]), bars

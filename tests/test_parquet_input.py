@@ -1,6 +1,7 @@
 """Parquet input (a text column, metadata columns, row groups) and bad Parquet, through both commands."""
 
 import datetime
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -157,3 +158,55 @@ def test_fsspec_url_reads_the_same(tmp_path):
         assert _invoke("binarize", "--quiet", tmp_path / name, "-o", tmp_path / "l", "--skip-bad").exit_code == 0
         assert np.array_equal(IndexedDataset(tmp_path / "u")[0], IndexedDataset(tmp_path / "l")[0])
         assert (tmp_path / "u.bin").read_bytes() == (tmp_path / "l.bin").read_bytes()
+
+
+def _dataset_folder(root: Path) -> Path:
+    """A Hugging Face-style dataset folder: one Parquet file of 3 rows beside the files a hub clone has."""
+    folder = root / "ds"
+    (folder / "data").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    _write(folder / "data" / "part-0.parquet", RECORDS[:3])
+    (folder / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# 日本語コーパス\n", encoding="utf-8")
+    (folder / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n", encoding="utf-8")
+    (folder / ".cache" / "state.json").write_text('{"text": "隠しフォルダの中は入力ではない"}\n', encoding="utf-8")
+    return folder
+
+
+def test_a_dataset_folder_gives_only_its_data_files(tmp_path, caplog):
+    """README.md, .gitattributes and hidden folders are not documents; the skip is logged once, with its count."""
+    folder = _dataset_folder(tmp_path)
+    caplog.set_level("WARNING", logger="jpcorpus.input_folders")
+    result = _invoke("normalize", folder, "-o", tmp_path / "o.jsonl", "--report", tmp_path / "r.json",
+                     "--profile", _profile(tmp_path))
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line)["text"] for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    jsonl = tmp_path / "same.jsonl"
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS[:3]), encoding="utf-8")
+    assert _invoke("normalize", jsonl, "-o", tmp_path / "j.jsonl", "--profile", _profile(tmp_path)).exit_code == 0
+    want = [json.loads(line)["text"] for line in (tmp_path / "j.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert got == want and len(got) == 3
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["read"]["files"] == 1 and report["read"]["documents"] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jpcorpus.input_folders"]
+    assert warnings == [f"{folder}: skipped 3 files that are not data (.cache/state.json, .gitattributes, README.md); "
+                        "a folder contributes only *.jsonl, *.ndjson, *.json, *.txt (each also .gz or .zst), "
+                        "*.parquet, *.pq files"]
+    from jpcorpus.inputs import expand
+
+    assert expand([str(folder)]) == [str(folder / "data" / "part-0.parquet")]
+    if importlib.util.find_spec("fsspec"):  # the same files through a file:// URL
+        assert expand([f"file://{folder}"]) == [f"file://{folder / 'data' / 'part-0.parquet'}"]
+    assert expand([str(folder / "README.md")]) == [str(folder / "README.md")]  # named explicitly: read
+
+
+def test_a_folder_without_data_files_is_a_one_line_error(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("README.md", "LICENSE", "notes.csv", "x.tar.gz"):
+        (folder / name).write_text("本文ではない\n", encoding="utf-8")
+    result = _invoke("binarize", "--quiet", folder, "-o", tmp_path / "s")
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {folder}: no data file in this folder (4 other files: LICENSE, README.md, "
+                             "notes.csv, ...); a folder contributes only *.jsonl, *.ndjson, *.json, *.txt (each also "
+                             ".gz or .zst), *.parquet, *.pq files: name any other file explicitly\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]

@@ -22,7 +22,7 @@ def _script(*args, **env):
 def test_help_opens_with_the_command():
     result = _script("--help")
     assert result.returncode == 0 and result.stdout.startswith("bash pipelines/ray_corpus_to_shards.sh --input")
-    assert "--valid-fraction F" in result.stdout
+    assert "--valid-fraction F" in result.stdout and "--dedup-task-size S" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -31,6 +31,7 @@ def test_help_opens_with_the_command():
     (["--input", "a", "--out", "x", "--workers", "many"], "--workers must be a whole number"),
     (["--input", "a", "--out", "x", "--colour", "red"], "unknown argument: --colour"),
     (["--input"], "--input needs a value"),
+    (["--input", "a", "--out", "x", "--dedup-task-size"], "--dedup-task-size needs a value"),
 ])
 def test_bad_arguments_exit_2(args, message):
     result = _script(*args)
@@ -39,19 +40,21 @@ def test_bad_arguments_exit_2(args, message):
 
 def test_dry_run_prints_the_three_commands(tmp_path):
     result = _script("--input", "raw dir/*.parquet", "--input", "more.jsonl", "--out", tmp_path / "o",
-                     "--address", "10.0.0.5:6379", "--max-shard-size", "2GB", "--dry-run")
+                     "--address", "10.0.0.5:6379", "--max-shard-size", "2GB", "--dedup-task-size", "64MB", "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("+ ") for line in lines)
     assert "normalize raw\\ dir/\\*.parquet more.jsonl" in lines[0] and "--ray-address 10.0.0.5:6379" in lines[0]
     assert f"--work-dir {tmp_path}/o.work/normalize" in lines[0] and "--max-shard-size 2GB" in lines[1]
+    assert "--dedup-task-size 64MB" in lines[0] and "--dedup-task-size" not in lines[1]  # normalize's option only
     assert lines[2].endswith(f"inspect-idx {tmp_path}/o_train {tmp_path}/o_valid --verify")
     assert not list(tmp_path.iterdir())
 
 
 def test_the_pipeline_on_the_two_node_cluster(ray_cluster, tmp_path):
     result = _script("--input", LABELLED, "--out", tmp_path / "o", "--address", ray_cluster.address,
-                     "--workers", "2", "--profile", "default", "--valid-fraction", "0.2", "--partition-size", "4KB")
+                     "--workers", "2", "--profile", "default", "--valid-fraction", "0.2", "--partition-size", "4KB",
+                     "--dedup-task-size", "8MB")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verify: OK" in result.stdout and result.stdout.count("verify: OK") == 2
     assert (tmp_path / "o_train.bin").is_file() and (tmp_path / "o_valid.idx").is_file()

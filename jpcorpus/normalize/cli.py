@@ -40,7 +40,7 @@ def normalize(inputs, output, profile, text_key, id_key, encoding, skip_bad, wor
     """Clean Japanese text: NFKC, whitespace, quality filters, deduplication.
 
     INPUT is JSON Lines (.jsonl, .gz, .zst), Parquet or plain text files, globs,
-    folders or fsspec URLs.
+    folders (their data files only, never a README) or fsspec URLs.
 
     \b
     Example:
