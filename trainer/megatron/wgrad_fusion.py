@@ -23,6 +23,9 @@ has ``jp_wgrad_fusion``.
 Only weights that train and have a ``main_grad`` (megatron DDP) take this path; frozen
 weights (LoRA), plain modules and ``torch.compile``'d layers keep ``F.linear``.
 
+Measured on one H200 (docs/benchmarks.md): the element-wise kernels of a step fell by 26 ms
+but the step did not shorten (the GPU idled instead), so the option is off by default.
+
 Upstream (megatron-core 0.15.3): ``distributed.DistributedDataParallel``'s backward hook and
 ``zero_grad_buffer`` (``grad_added_to_main_grad``), ``transformer.cuda_graphs._CudaGraphRunner``
 (``fuse_wgrad_accumulation``). Guard: ``tests/test_trainer_wgrad_fusion.py``.
