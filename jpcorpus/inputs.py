@@ -57,9 +57,10 @@ def expand(patterns: Iterable[str]) -> list[str]:
             found = sorted(fs.glob(path))
         elif fs.isdir(path):
             found = sorted(fs.find(path))
-            inside = path.rstrip("/") + "/"
-            named = [(p.removeprefix(inside) if p.startswith(inside) else p.rsplit("/", 1)[-1], p) for p in found]
-            found = data_files(pattern, named) if found else found
+            if found:
+                inside = path.rstrip("/") + "/"
+                found = data_files(pattern, [(p.removeprefix(inside) if p.startswith(inside) else p.rsplit("/", 1)[-1], p)
+                                             for p in found])
         else:
             found = [path] if fs.isfile(path) else []
         if not found:

@@ -62,6 +62,15 @@ def model_parallel():
 
 
 @pytest.fixture
+def on_cpu(model_parallel):
+    """megatron-core's DDP and optimizer on the CPU (``tests/megatron_cpu.py``) inside the test."""
+    import megatron_cpu
+
+    with megatron_cpu.cuda_on_cpu():
+        yield
+
+
+@pytest.fixture
 def tiny_transformer_config():
     """``make(**overrides)`` -> a 2-layer Qwen2-like megatron ``TransformerConfig`` in float32 on CPU,
     with every fusion that needs a GPU kernel off."""

@@ -118,6 +118,11 @@ def train_step(ddp, opt, step: int) -> float:
     return float(total) / dp
 
 
+def master_params(opt) -> list[torch.Tensor]:
+    """Copies of every parameter the optimizer updates, in its order."""
+    return [p.detach().clone() for o in opt.chained_optimizers for g in o.optimizer.param_groups for p in g["params"]]
+
+
 def adam_steps(opt) -> list[float]:
     """Every parameter's AdamW step count (one value per parameter state on this rank)."""
     return [float(s["step"]) for o in opt.chained_optimizers for s in o.optimizer.state.values()]

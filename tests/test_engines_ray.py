@@ -217,19 +217,17 @@ def _big_corpus(path: Path, n: int = 1500) -> None:
                     encoding="utf-8")
 
 
-def test_a_sigkilled_worker_is_retried_and_the_output_is_unchanged(ray_cluster, tmp_path):
+def _run_while_killing_two_workers(ray_cluster, job):
+    """``job()`` in a thread while the main thread SIGKILLs up to two Ray workers caught running a task,
+    a second apart; ``job``'s result once it has finished."""
     import os
     import signal
 
-    src = tmp_path / "big.jsonl"
-    _big_corpus(src)
     outcome = {}
 
     def run():
         try:
-            outcome["report"] = run_normalize([str(src)], str(tmp_path / "r.jsonl"), rejects=str(tmp_path / "rr.jsonl"),
-                                              engine="ray", ray_address=ray_cluster.address, workers=2,
-                                              partition_bytes=64 << 10)
+            outcome["result"] = job()
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
 
@@ -246,43 +244,30 @@ def test_a_sigkilled_worker_is_retried_and_the_output_is_unchanged(ray_cluster, 
     thread.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
     assert killed, "no worker was caught running a task: make the input bigger"
+    return outcome["result"]
+
+
+def test_a_sigkilled_worker_is_retried_and_the_output_is_unchanged(ray_cluster, tmp_path):
+    src = tmp_path / "big.jsonl"
+    _big_corpus(src)
+    report = _run_while_killing_two_workers(ray_cluster, lambda: run_normalize(
+        [str(src)], str(tmp_path / "r.jsonl"), rejects=str(tmp_path / "rr.jsonl"), engine="ray",
+        ray_address=ray_cluster.address, workers=2, partition_bytes=64 << 10))
     local = run_normalize([str(src)], str(tmp_path / "l.jsonl"), rejects=str(tmp_path / "lr.jsonl"))
     assert (tmp_path / "r.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
     assert (tmp_path / "rr.jsonl").read_bytes() == (tmp_path / "lr.jsonl").read_bytes()
-    assert outcome["report"].docs_out == local.docs_out and local.steps[-1].docs_dropped > 100
-    assert outcome["report"].examples == local.examples  # the HTML report's examples per reason
+    assert report.docs_out == local.docs_out and local.steps[-1].docs_dropped > 100
+    assert report.examples == local.examples  # the HTML report's examples per reason
 
 
 def test_a_sigkilled_worker_during_binarize_is_retried_and_the_shards_are_unchanged(ray_cluster, tmp_path, big_corpus,
                                                                                      local_binarize):
-    import os
-    import signal
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = _binarize_big(big_corpus, tmp_path / "r", engine="ray", ray_address=ray_cluster.address,
-                                              workers=2, partition_bytes=32 << 10)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    killed = []
-    deadline = time.time() + 120
-    while thread.is_alive() and len(killed) < 2 and time.time() < deadline:
-        busy = ray_cluster.task_workers()
-        if busy and (not killed or time.time() - killed[-1][1] > 1.0):
-            os.kill(busy[0], signal.SIGKILL)
-            killed.append((busy[0], time.time()))
-        time.sleep(0.05)
-    thread.join(timeout=300)
-    assert "error" not in outcome, outcome.get("error")
-    assert killed, "no worker was caught running a task: make the input bigger"
+    result = _run_while_killing_two_workers(ray_cluster, lambda: _binarize_big(
+        big_corpus, tmp_path / "r", engine="ray", ray_address=ray_cluster.address, workers=2,
+        partition_bytes=32 << 10))
     shards, counts = local_binarize
     assert _shard_files(tmp_path / "r") == shards
-    assert _binarize_counts(outcome["result"]) == counts
+    assert _binarize_counts(result) == counts
 
 
 def test_a_dataset_folder_reads_the_same_files_on_both_engines(ray_cluster, tmp_path):

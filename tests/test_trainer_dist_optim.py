@@ -24,12 +24,6 @@ from trainer.megatron import dist_optim  # noqa: E402
 
 
 @pytest.fixture
-def on_cpu(model_parallel):
-    with mc.cuda_on_cpu():
-        yield
-
-
-@pytest.fixture
 def patched():
     dist_optim.install()
     yield

@@ -14,16 +14,6 @@ import megatron_cpu as mc  # noqa: E402
 from trainer.megatron import fused_adam  # noqa: E402
 
 
-@pytest.fixture
-def on_cpu(model_parallel):
-    with mc.cuda_on_cpu():
-        yield
-
-
-def _params(opt):
-    return [p.detach().clone() for o in opt.chained_optimizers for g in o.optimizer.param_groups for p in g["params"]]
-
-
 def _adam_ops(ddp, opt, step):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         loss = mc.train_step(ddp, opt, step)
@@ -44,7 +34,7 @@ def test_fused_kernel_same_training_as_foreach(on_cpu, distributed):
         assert not any("fused_adam" in k for k in ref_ops)
         assert any("_fused_adamw" in k for k in ops), ops  # the fused kernel ran this step
         assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
-    for a, b in zip(_params(ref_opt), _params(opt)):
+    for a, b in zip(mc.master_params(ref_opt), mc.master_params(opt)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     groups_after = [{k: v for k, v in g.items() if k != "params"} for a in fused_adam.torch_adams(opt)
                     for g in a.param_groups]

@@ -19,16 +19,6 @@ from trainer.megatron import wgrad_fusion  # noqa: E402
 LINEARS = ("linear_qkv.weight", "linear_proj.weight", "linear_fc1.weight", "linear_fc2.weight")
 
 
-@pytest.fixture
-def on_cpu(model_parallel):
-    with mc.cuda_on_cpu():
-        yield
-
-
-def _params(opt):
-    return [p.detach().clone() for o in opt.chained_optimizers for g in o.optimizer.param_groups for p in g["params"]]
-
-
 def _fused_flags(ddp):
     return {n: bool(p.grad_added_to_main_grad) for n, p in ddp.module.named_parameters() if n.endswith(LINEARS)}
 
@@ -44,7 +34,7 @@ def test_same_training_as_the_hook_adding_gradients(on_cpu, bf16):
         flags = _fused_flags(ddp)
         assert len(flags) == 8 and all(flags.values()), flags  # 2 layers x 4 linears went the fused way
         assert not any(_fused_flags(ref_ddp).values())
-    for a, b in zip(_params(ref_opt), _params(opt)):
+    for a, b in zip(mc.master_params(ref_opt), mc.master_params(opt)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
