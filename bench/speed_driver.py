@@ -114,6 +114,8 @@ def run_variant(name: str, args, shared: dict) -> dict:
             row["tokens_per_s"] = round(65536 / row["s_per_step"])
     for prof in run_dir.glob("profile_steps*.txt"):
         (Path(args.out) / f"{name}_{prof.name}").write_text(prof.read_text())
+    for trace in run_dir.glob("profile_steps*.json.gz"):  # the timeline, for Perfetto
+        (Path(args.out) / f"{name}_{trace.name}").write_bytes(trace.read_bytes())
     if "index_cache" not in shared and (run_dir / "index_cache").is_dir():
         shared["index_cache"] = str((run_dir / "index_cache").resolve())
     return row

@@ -209,6 +209,13 @@ VARIANTS = {
                              "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true"],
     "full-fast-mb4-wgrad": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn",
                             "model.wgrad_fusion=true"],
+    # optim.foreach_scale: megatron's clipping and main-to-model copy as foreach kernels
+    "fast-mb8-c2048-fe": GRAPHS8 + FAST + ["optim.foreach_scale=true"],
+    "full-fast-mb8-fe": FULL_MB8 + ["optim.foreach_scale=true"],
+    "full-fast-mb8-wgrad-fadam-fe": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true",
+                                                "optim.foreach_scale=true"],
+    "full-fast-mb16-wgrad-fe": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
+                                "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true", "optim.foreach_scale=true"],
 }
 SPEED_VARIANTS = ("graphs-mb8-c2048,cudnn-mb8-c2048,fusedlora-mb8-c2048,fast-mb8-c2048,lowmem-mb2-c1024,"
                   "full-mb4-graphs,full-fast-mb4,fast-compiled-mb8-c2048")

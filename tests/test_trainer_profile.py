@@ -57,3 +57,6 @@ def test_profile_writes_the_requested_steps(tmp_path):
     assert re.match(r"steps 2\.\.4: wall [0-9.]+ s/step, GPU kernels 0\.0000 s/step \(0% busy\), host [0-9.]+ s/step, "
                     r"0 host-device syncs/step waiting 0\.0 ms/step$", header), header
     assert "aten::addmm" in text or "aten::linear" in text  # the operator table of the profiled steps
+    # the timeline beside it (Perfetto opens it) and the idle-gap summary read from it: no GPU, no gaps
+    assert (tmp_path / "profile_steps2-5.json.gz").stat().st_size > 0
+    assert "GPU idle (gaps >= 10 us, all streams): 0.0 ms/step in 0 gaps" in text

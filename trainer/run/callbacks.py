@@ -127,8 +127,10 @@ class Profile(Callback):
     """``torch.profiler`` over training steps ``start``..``end-1``: where the step's time goes.
 
     Writes ``profile_steps{start}-{end}.txt`` under ``out_dir``: wall time per step, GPU
-    kernel time per step (busy fraction; the rest is the GPU waiting for the host), then
-    the top operators by GPU time and by host time.
+    kernel time per step (busy fraction; the rest is the GPU waiting for the host), kernel
+    time by category, where the GPU idled and what the host was doing then
+    (:mod:`trainer.run.profile_gaps`), then the top operators by GPU time and by host time;
+    and the timeline itself, ``profile_steps{start}-{end}.json.gz`` (Perfetto opens it).
     """
 
     def __init__(self, start: int, end: int, out_dir: str | Path):
@@ -173,6 +175,8 @@ class Profile(Callback):
         from trainer.run.profile_breakdown import from_profiler
 
         lines += from_profiler(prof, steps) + [""]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lines += self._timeline(prof, steps) + [""]
         for key in ("self_device_time_total", "self_cpu_time_total"):
             try:
                 lines.append(events.table(sort_by=key, row_limit=40))
@@ -182,6 +186,22 @@ class Profile(Callback):
         out = self.out_dir / f"profile_steps{self.start}-{self.end}.txt"
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"profile: {lines[0]} -> {out}", flush=True)
+
+
+    def _timeline(self, prof, steps: int) -> list[str]:
+        """Write the Chrome trace and return :func:`~trainer.run.profile_gaps.format_gaps` of it."""
+        import gzip
+        import json
+
+        from trainer.run.profile_gaps import format_gaps, idle_gaps
+
+        trace = self.out_dir / f"profile_steps{self.start}-{self.end}.json.gz"
+        try:
+            prof.export_chrome_trace(str(trace))
+            with gzip.open(trace, "rt", encoding="utf-8") as f:
+                return format_gaps(idle_gaps(json.load(f), steps))
+        except (OSError, ValueError, RuntimeError) as exc:  # a profile without a timeline still has its tables
+            return [f"(no timeline: {type(exc).__name__}: {exc})"]
 
 
 class FusedAdam(Callback):

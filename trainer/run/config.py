@@ -147,6 +147,10 @@ class OptimConfig:
     fused_adam: bool = False
     """torch's fused AdamW kernel for megatron's optimizer (``trainer/megatron/fused_adam.py``):
     one pass per step instead of the ``foreach`` passes; same update to rounding."""
+    foreach_scale: bool = False
+    """megatron's gradient clipping and its copy of the float32 main parameters into the bf16 model
+    as torch ``foreach`` kernels instead of Python loops of one or two kernels per tensor
+    (``trainer/megatron/multi_tensor_scale.py``); the same values to the bit."""
 
 
 @dataclass

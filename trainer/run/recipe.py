@@ -135,7 +135,7 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule
     from megatron.core.optimizer import OptimizerConfig
 
-    from trainer.megatron import grad_norm, nemo_patches
+    from trainer.megatron import grad_norm, multi_tensor_scale, nemo_patches
     from trainer.megatron.model import JaQwen2Model
     from trainer.run import parallel
     from trainer.run.callbacks import MetricsFile, Preflight, Profile
@@ -147,6 +147,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
 
         cuda_graphs.install_graph_safe_rng()  # before NeMo creates megatron's RNG tracker
     grad_norm.install()  # one host sync per step for the gradient norm instead of one per tensor
+    if cfg.optim.foreach_scale:
+        multi_tensor_scale.install()
+    else:
+        multi_tensor_scale.uninstall()  # a process that built a run with it before
     if parallel.use_distributed_optimizer(cfg.parallel):
         from trainer.megatron import dist_optim
 
