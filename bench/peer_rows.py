@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 
 from gpu_turns import wait_turn
+from rows_file import append_row
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "UNSLOTH_DISABLE_STATISTICS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -195,8 +196,7 @@ def main() -> None:
             row = dict(spec, kind="peer", error=f"{type(exc).__name__}: {exc}"[:500],
                        traceback=traceback.format_exc()[-3000:])
         row.update(import_s=round(import_s, 1), waited_s=round(waited, 1))
-        with open(out / "rows.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(out / "rows.jsonl", row)
         print("ROW", json.dumps({k: row.get(k) for k in ("row", "s_per_step", "peak_gib", "loss_last", "error")}),
               flush=True)
     sys.exit(0)

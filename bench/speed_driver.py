@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from gpu_turns import wait_turn  # noqa: E402
-from trainer_speed import CONFIG, VARIANTS, metrics_summary, run_overrides  # noqa: E402
+from rows_file import append_row  # noqa: E402
+from trainer_speed import CONFIG, metrics_summary, run_overrides, variant_overrides  # noqa: E402
 
 
 def cleanup() -> float:
@@ -81,7 +82,7 @@ def run_variant(name: str, args, shared: dict) -> dict:
     for link in ("base", "index_cache"):  # same random weights; the dataset index is built once
         if shared.get(link) and not (run_dir / link).exists():
             (run_dir / link).symlink_to(shared[link])
-    extra = list(VARIANTS[name])
+    extra = variant_overrides(name)
     if name in (args.profile_variant or "").split(","):
         extra.append(f"logging.profile_steps=[{args.steps - 6},{args.steps - 4}]")
     overrides = run_overrides(args.shards, str(run_dir), args.steps, args.steps, extra)
@@ -156,22 +157,20 @@ def main() -> None:
     shared = {"base": str((base_dir / "base").resolve())}
     timings["base_s"] = round(time.time() - t1, 1)
     timings["waited_s"] = round(wait_turn(args.turn_dir, args.name), 1) if args.turn_dir else 0.0
-    if any("peft.fused_adapters=true" in VARIANTS[n] for n in names):
+    if any("peft.fused_adapters=true" in variant_overrides(n) for n in names):
         from trainer.megatron import lora_kernels
 
         try:
             check = lora_kernels.self_check()
         except Exception as exc:  # noqa: BLE001
             check = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        with open(out / "rows.jsonl", "a") as f:
-            f.write(json.dumps({"row": "_lora_kernel_check", "kind": "check", **check}) + "\n")
+        append_row(out / "rows.jsonl", {"row": "_lora_kernel_check", "kind": "check", **check})
         print("lora kernel check:", check, flush=True)
     for i, name in enumerate(names):
         (out / f"{args.name}.progress").write_text(json.dumps({"variant": name, "since": time.time()}))
         row = run_variant(name, args, shared)
         row.update(timings if i == 0 else {}, process=args.name, position=i)
-        with open(out / "rows.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(out / "rows.jsonl", row)
         print("ROW", json.dumps({k: row.get(k) for k in ("row", "s_per_step", "peak_gib", "loss_last",
                                                          "wall_s", "error")}), flush=True)
         if "error" in row and not cuda_alive():

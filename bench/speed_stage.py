@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from gpu_turns import Turns
+from rows_file import append_row, read_rows
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -42,12 +43,6 @@ def peer_groups(rows: list[str]) -> list[tuple[str, list[str]]]:
         groups.setdefault(f"peer-{row}" if framework == "unsloth" else f"peer-{framework}", []).append(row)
     order = {"peer-hf": 0, "peer-liger": 1}
     return sorted(groups.items(), key=lambda kv: order.get(kv[0], 2))
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def tokenizer_dir() -> str | None:
@@ -136,9 +131,8 @@ class Stage:
             return
         if time.time() - state["since"] > self.args.variant_timeout:
             self.kill(name)
-            with open(self.out / "rows.jsonl", "a") as f:
-                f.write(json.dumps({"row": state["variant"], "kind": "ours", "process": name,
-                                    "error": f"timed out after {self.args.variant_timeout} s"}) + "\n")
+            append_row(self.out / "rows.jsonl", {"row": state["variant"], "kind": "ours", "process": name,
+                                                 "error": f"timed out after {self.args.variant_timeout} s"})
             progress.unlink(missing_ok=True)
 
     def run(self) -> None:
@@ -147,27 +141,32 @@ class Stage:
             self.start_driver(self.variants)
         self.start_peers(tokenizer_dir() if any(r.startswith("unsloth") for r in a.peer_rows.split(",")) else None)
         deadline = self.t0 + a.budget_s
-        while True:
-            alive = {n for n, p in self.procs.items() if p.poll() is None}
-            for name in [n for n in alive if n.startswith("nemo-")]:
-                self.watch_driver(name)
-            alive = {n for n, p in self.procs.items() if p.poll() is None}
-            if not any(n.startswith("nemo-") for n in alive) and self.variants_left():
-                if time.time() < deadline - 150 and self.restarts < 3:
-                    print(f"driver gone with {self.variants_left()} left: starting a fresh one", flush=True)
-                    self.start_driver(self.variants_left())
-                    alive.add(f"nemo-{self.restarts}")
-            granted = self.turns.step(alive)
-            if granted:
-                print(f"[{time.time() - self.t0:6.1f}s] GPU -> {granted}", flush=True)
-            if not alive:
-                break
-            if time.time() > deadline:
-                print(f"budget of {a.budget_s} s reached: stopping {sorted(alive)}", flush=True)
-                for name in alive:
-                    self.kill(name)
-                break
-            time.sleep(0.2)
+        try:
+            while True:
+                alive = {n for n, p in self.procs.items() if p.poll() is None}
+                for name in [n for n in alive if n.startswith("nemo-")]:
+                    self.watch_driver(name)
+                alive = {n for n, p in self.procs.items() if p.poll() is None}
+                if not any(n.startswith("nemo-") for n in alive) and self.variants_left():
+                    if time.time() < deadline - 150 and self.restarts < 3:
+                        print(f"driver gone with {self.variants_left()} left: starting a fresh one", flush=True)
+                        self.start_driver(self.variants_left())
+                        alive.add(f"nemo-{self.restarts}")
+                granted = self.turns.step(alive)
+                if granted:
+                    print(f"[{time.time() - self.t0:6.1f}s] GPU -> {granted}", flush=True)
+                if not alive:
+                    break
+                if time.time() > deadline:
+                    print(f"budget of {a.budget_s} s reached: stopping {sorted(alive)}", flush=True)
+                    for name in alive:
+                        self.kill(name)
+                    break
+                time.sleep(0.2)
+        except BaseException:  # the stage failing must not leave workers holding the GPU
+            for name in [n for n, p in self.procs.items() if p.poll() is None]:
+                self.kill(name)
+            raise
         self.granted = [(n, round(t - self.t0, 1)) for n, t in self.turns.granted]
         self.note_missing()
 
@@ -176,16 +175,15 @@ class Stage:
         have = {r["row"] for r in read_rows(self.out / "rows.jsonl")}
         wanted = [(row, name) for name, group in peer_groups([r for r in self.args.peer_rows.split(",") if r])
                   for row in group] + [(v, "nemo") for v in self.variants]
-        with open(self.out / "rows.jsonl", "a") as f:
-            for row, name in wanted:
-                if row in have:
-                    continue
-                procs = [(n, p) for n, p in self.procs.items() if n == name or n.startswith(name + "-")]
-                code = procs[-1][1].returncode if procs else None
-                log = self.logs / f"{procs[-1][0]}.log" if procs else None
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log and log.is_file() else []
-                f.write(json.dumps({"row": row, "kind": "ours" if name == "nemo" else "peer",
-                                    "error": f"not measured (worker exit {code}): {' '.join(tail)[:300]}"}) + "\n")
+        for row, name in wanted:
+            if row in have:
+                continue
+            procs = [(n, p) for n, p in self.procs.items() if n == name or n.startswith(name + "-")]
+            code = procs[-1][1].returncode if procs else None
+            log = self.logs / f"{procs[-1][0]}.log" if procs else None
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log and log.is_file() else []
+            append_row(self.out / "rows.jsonl", {"row": row, "kind": "ours" if name == "nemo" else "peer",
+                                                 "error": f"not measured (worker exit {code}): {' '.join(tail)[:300]}"})
 
 
 def mfu(row: dict) -> float:
@@ -257,8 +255,7 @@ def run_speed_stage(args, out: Path, summary: dict) -> None:
     for extra in args.peers_json or []:  # peer rows measured by an earlier call
         for r in read_rows(Path(extra)):
             if r.get("kind") == "peer":
-                with open(out / "rows.jsonl", "a") as f:
-                    f.write(json.dumps(dict(r, row=r["row"] + " (earlier call)")) + "\n")
+                append_row(out / "rows.jsonl", dict(r, row=r["row"] + " (earlier call)"))
     stage = Stage(args, out)
     stage.run()
     rows = read_rows(out / "rows.jsonl")

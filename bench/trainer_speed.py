@@ -216,7 +216,20 @@ VARIANTS = {
                                                 "optim.foreach_scale=true"],
     "full-fast-mb16-wgrad-fe": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
                                 "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true", "optim.foreach_scale=true"],
+    "full-fast-mb16-wgrad-fadam-fe": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
+                                      "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true",
+                                      "optim.fused_adam=true", "optim.foreach_scale=true"],
 }
+
+
+def variant_overrides(name: str) -> list[str]:
+    """A variant's overrides; ``NAME@K`` runs ``NAME`` again in the same call (for A/B/A/B orders)."""
+    base, _, repeat = name.partition("@")
+    if base not in VARIANTS or (repeat and not repeat.isdigit()):
+        raise KeyError(f"unknown variant {name!r}: use one of {', '.join(sorted(VARIANTS))}, optionally with @K")
+    return list(VARIANTS[base])
+
+
 SPEED_VARIANTS = ("graphs-mb8-c2048,cudnn-mb8-c2048,fusedlora-mb8-c2048,fast-mb8-c2048,lowmem-mb2-c1024,"
                   "full-mb4-graphs,full-fast-mb4,fast-compiled-mb8-c2048")
 
@@ -255,7 +268,7 @@ def speed_processes(args, out: Path, summary: dict) -> None:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             if not (Path(run_dir) / "base").exists():
                 (Path(run_dir) / "base").symlink_to(shared_base)
-        extra = list(VARIANTS[name]) + list(args.overrides)
+        extra = variant_overrides(name) + list(args.overrides)
         if name in (args.profile_variant or "").split(","):
             extra.append(f"logging.profile_steps=[{steps - 6},{steps - 4}]")
         cmd = trainer_command(args, run_dir, steps, steps, extra)
@@ -330,7 +343,7 @@ def main() -> None:
     ap.add_argument("--stage", default="all", help="all | baseline | train | speed | speed-processes | report")
     ap.add_argument("--no-resume", action="store_true", help="one run only, no kill and resume")
     ap.add_argument("--variants", default=SPEED_VARIANTS,
-                    help=f"--stage speed: comma-separated names of {sorted(VARIANTS)}")
+                    help=f"--stage speed: comma-separated names of {sorted(VARIANTS)}; NAME@2 runs NAME again")
     ap.add_argument("--peer-rows", default=None, help="--stage speed: bench/peer_rows.py rows "
                     "(default: HF, Liger, Unsloth LoRA and full); '' for none")
     ap.add_argument("--peer-site", default="/tmp/peers", help="--stage speed: where the peer wheels are installed")
@@ -346,6 +359,10 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="extra trainer config overrides (key=value)")
     args = ap.parse_args()
+    try:  # a misspelt variant fails here, not after minutes of GPU time
+        [variant_overrides(name) for name in args.variants.split(",") if name]
+    except KeyError as exc:
+        ap.error(exc.args[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"argv": sys.argv, "lora_step_tflop": round(step_tflop(True), 1),
@@ -362,7 +379,8 @@ def main() -> None:
         speed(args, out, summary)
         return
     if args.stage == "report":  # the table of rows measured by earlier calls (--peers-json FILE ...), no GPU
-        from speed_stage import print_report, read_rows
+        from rows_file import read_rows
+        from speed_stage import print_report
 
         rows = [r for path in args.peers_json or [] for r in read_rows(Path(path))]
         summary["verdict"] = print_report(rows, out, args.profile_variant, {})
@@ -410,7 +428,7 @@ def print_table(summary: dict, args) -> None:
             rows.append((f"HF+PEFT {kind} mb {value['micro_batch']}" if kind == "LoRA" else
                          f"HF full mb {value['micro_batch']}", value["s_per_step"], value["peak_gib"],
                          value["losses"][-1], kind == "full"))
-        elif key in VARIANTS and value.get("median_s_per_step"):
+        elif key.partition("@")[0] in VARIANTS and value.get("median_s_per_step"):
             rows.append((f"trainer {key}", value["median_s_per_step"], value["peak_gib"], value.get("last_loss"),
                          key.startswith("full")))
     m = summary.get("metrics")

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import gpu_turns  # noqa: E402
 import peer_rows  # noqa: E402
+import rows_file  # noqa: E402
 import speed_stage  # noqa: E402
 import trainer_speed  # noqa: E402
 
@@ -34,6 +35,13 @@ def test_every_variant_is_a_valid_config(name):
 
 def test_default_speed_variants_exist():
     assert set(trainer_speed.SPEED_VARIANTS.split(",")) <= set(trainer_speed.VARIANTS)
+
+
+def test_a_repeated_variant_runs_the_same_overrides_and_a_typo_is_refused():
+    assert trainer_speed.variant_overrides("full-fast-mb8@2") == trainer_speed.VARIANTS["full-fast-mb8"]
+    for bad in ("full-fast-mb9", "full-fast-mb8@x"):
+        with pytest.raises(KeyError, match="unknown variant"):
+            trainer_speed.variant_overrides(bad)
 
 
 def test_peer_rows_parse_and_group():
@@ -109,3 +117,19 @@ def test_breakdown_of_a_profile_file_is_printed(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "matmul" in text and "180.0" in text and "host sync" in text and "rest" not in text
     assert json.dumps  # (the report only reads the file)
+
+
+def test_rows_file_skips_a_row_still_being_written_and_keeps_appends_whole(tmp_path):
+    """The stage reads rows.jsonl while the driver appends to it: half a row is not a row yet."""
+    path = tmp_path / "rows.jsonl"
+    rows_file.append_row(path, {"row": "a", "s_per_step": 0.5})
+    with open(path, "a") as f:
+        f.write('{"row": "b", "traceback": "Traceb')  # the driver is mid-write
+    assert rows_file.read_rows(path) == [{"row": "a", "s_per_step": 0.5}]
+    with open(path, "a") as f:
+        f.write('ack"}\n')
+    assert [r["row"] for r in rows_file.read_rows(path)] == ["a", "b"]
+    big = {"row": "c", "traceback": "x" * 200_000}  # larger than any pipe or page buffer
+    rows_file.append_row(path, big)
+    assert rows_file.read_rows(path)[-1] == big
+    assert rows_file.read_rows(tmp_path / "absent.jsonl") == []
