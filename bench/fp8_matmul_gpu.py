@@ -48,17 +48,13 @@ def timed(fn, reps: int) -> float:
 
 def graph_timed(fn, reps: int, calls: int = 10) -> float:
     """Milliseconds of GPU time per ``fn`` call, replayed in a CUDA graph (no launch overhead)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    from flex_options import _graphed  # the capture the other GPU benchmarks use
+
+    def many():
         for _ in range(calls):
             fn()
-    return timed(graph.replay, reps) / calls
+
+    return timed(_graphed(many).replay, reps) / calls
 
 
 def swiglu(t: torch.Tensor) -> torch.Tensor:
