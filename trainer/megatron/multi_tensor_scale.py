@@ -8,8 +8,10 @@ kernels per tensor; and the copy of the float32 main parameters back into the bf
 (``_copy_main_params_to_model_params``), which for bf16 is ``that.copy_(this)`` per tensor
 (``_multi_tensor_copy_this_to_that`` without an overflow buffer). Both come right after a host-device
 synchronisation (the gradient norm's ``.item()``), so the GPU has nothing queued and waits
-for each launch: on one NVIDIA H200 the two loops took ~19 ms of a 0.57 s full-parameter step
-(Qwen2.5-0.5B shape, ~170 tensors) while the GPU ran kernels of a few microseconds each.
+for each launch: under the profiler, on one NVIDIA H200, the two loops took ~19 ms of a 0.57 s
+full-parameter step (Qwen2.5-0.5B shape, ~170 tensors). Without the profiler this plug-in
+changed the step by nothing measurable (docs/benchmarks.md: the profiler inflates host-bound
+stretches), so ``optim.foreach_scale`` is off by default.
 
 :func:`scale` does the same with ``torch._foreach_mul_`` (in place, clipping) or
 ``torch._foreach_copy_`` (a copy, the scale 1.0 megatron uses for it), with a
