@@ -162,6 +162,8 @@ FAST = ["model.sdpa_backend=cudnn", "peft.fused_adapters=true"]
 # Predictions for each are in docs/benchmarks.md ("Trainer speed against the peers").
 FULL_MB8 = ["peft.method=none", "schedule.micro_batch_size=8", "model.sdpa_backend=cudnn",
             "model.loss_chunk_tokens=2048"]
+FULL_MB16 = ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
+             "model.loss_chunk_tokens=2048"]
 VARIANTS = {
     "ref-mb4": ["model.fused_loss=false", "model.fusions=false", "schedule.micro_batch_size=4"],
     "fused-mb4": ["schedule.micro_batch_size=4"],
@@ -205,8 +207,7 @@ VARIANTS = {
     "full-fast-mb8-mlprc": FULL_MB8 + ["model.mlp_recompute=true"],
     "full-fast-mb8-wgrad": FULL_MB8 + ["model.wgrad_fusion=true"],
     "full-fast-mb8-wgrad-fadam": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true"],
-    "full-fast-mb16-wgrad": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
-                             "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true"],
+    "full-fast-mb16-wgrad": FULL_MB16 + ["model.wgrad_fusion=true"],
     "full-fast-mb4-wgrad": ["peft.method=none", "schedule.micro_batch_size=4", "model.sdpa_backend=cudnn",
                             "model.wgrad_fusion=true"],
     # optim.foreach_scale: megatron's clipping and main-to-model copy as foreach kernels
@@ -214,11 +215,9 @@ VARIANTS = {
     "full-fast-mb8-fe": FULL_MB8 + ["optim.foreach_scale=true"],
     "full-fast-mb8-wgrad-fadam-fe": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true",
                                                 "optim.foreach_scale=true"],
-    "full-fast-mb16-wgrad-fe": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
-                                "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true", "optim.foreach_scale=true"],
-    "full-fast-mb16-wgrad-fadam-fe": ["peft.method=none", "schedule.micro_batch_size=16", "model.sdpa_backend=cudnn",
-                                      "model.loss_chunk_tokens=2048", "model.wgrad_fusion=true",
-                                      "optim.fused_adam=true", "optim.foreach_scale=true"],
+    "full-fast-mb16-wgrad-fe": FULL_MB16 + ["model.wgrad_fusion=true", "optim.foreach_scale=true"],
+    "full-fast-mb16-wgrad-fadam-fe": FULL_MB16 + ["model.wgrad_fusion=true", "optim.fused_adam=true",
+                                                 "optim.foreach_scale=true"],
 }
 
 
@@ -360,7 +359,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra trainer config overrides (key=value)")
     args = ap.parse_args()
     try:  # a misspelt variant fails here, not after minutes of GPU time
-        [variant_overrides(name) for name in args.variants.split(",") if name]
+        for name in (v for v in args.variants.split(",") if v):
+            variant_overrides(name)
     except KeyError as exc:
         ap.error(exc.args[0])
     out = Path(args.out)
