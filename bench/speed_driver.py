@@ -85,6 +85,8 @@ def run_variant(name: str, args, shared: dict) -> dict:
     extra = variant_overrides(name)
     if name in (args.profile_variant or "").split(","):
         extra.append(f"logging.profile_steps=[{args.steps - 6},{args.steps - 4}]")
+    if name in (args.sync_trace_variant or "").split(","):
+        extra.append(f"logging.sync_trace_steps=[{args.steps - 6},{args.steps - 4}]")
     overrides = run_overrides(args.shards, str(run_dir), args.steps, args.steps, extra)
     cfg = load_config(CONFIG, overrides)
     sdpa_backend.USED.clear()
@@ -115,10 +117,16 @@ def run_variant(name: str, args, shared: dict) -> dict:
             row["tokens_per_s"] = round(65536 / row["s_per_step"])
     for prof in run_dir.glob("profile_steps*.txt"):
         (Path(args.out) / f"{name}_{prof.name}").write_text(prof.read_text())
+    for trace in run_dir.glob("sync_trace_steps*.txt"):
+        (Path(args.out) / f"{name}_{trace.name}").write_text(trace.read_text())
     for trace in run_dir.glob("profile_steps*.json.gz"):  # the timeline, for Perfetto
         (Path(args.out) / f"{name}_{trace.name}").write_bytes(trace.read_bytes())
     if "index_cache" not in shared and (run_dir / "index_cache").is_dir():
         shared["index_cache"] = str((run_dir / "index_cache").resolve())
+    # ~6 GB a full-parameter variant: seven of them filled a 64 GiB disk and failed the eighth
+    import shutil
+
+    shutil.rmtree(run_dir / "run" / "v0" / "checkpoints", ignore_errors=True)
     return row
 
 
@@ -130,6 +138,7 @@ def main() -> None:
     ap.add_argument("--run-root", default="/tmp/trainer_speed_runs")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--profile-variant", default=None)
+    ap.add_argument("--sync-trace-variant", default=None)
     ap.add_argument("--turn-dir", default=None)
     ap.add_argument("--name", default="nemo")
     args = ap.parse_args()

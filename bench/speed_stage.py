@@ -86,6 +86,8 @@ class Stage:
                "--run-root", a.run_dir + "_speed"]
         if a.profile_variant:
             cmd += ["--profile-variant", a.profile_variant]
+        if getattr(a, "sync_trace_variant", None):
+            cmd += ["--sync-trace-variant", a.sync_trace_variant]
         self.spawn(name, cmd, env, REPO, first=True)
 
     def start_peers(self, tok_dir: str | None) -> None:
@@ -242,6 +244,9 @@ def print_report(rows: list[dict], out: Path, profile_variant: str | None, meta:
         print(f"profile of {name}: {text[0]}")
         if start is not None:
             print("\n".join(text[start:start + 16]).split("\n\n")[0])
+    for trace in sorted(out.glob("*_sync_trace_steps*.txt")):
+        print(f"sync trace of {trace.name.split('_sync_trace_steps')[0]}:")
+        print("\n".join(trace.read_text().splitlines()[:40]))
     starts = {r.get("process") or r["row"]: {k: r[k] for k in ("import_s", "base_s", "waited_s", "setup_s",
                                                                  "first_step_s", "wall_s") if r.get(k) is not None}
               for r in rows if r.get("kind") in ("peer", "ours")}

@@ -218,6 +218,11 @@ VARIANTS = {
     "full-fast-mb16-wgrad-fe": FULL_MB16 + ["model.wgrad_fusion=true", "optim.foreach_scale=true"],
     "full-fast-mb16-wgrad-fadam-fe": FULL_MB16 + ["model.wgrad_fusion=true", "optim.fused_adam=true",
                                                  "optim.foreach_scale=true"],
+    "fast-mb8-c2048-sf": GRAPHS8 + FAST + ["optim.sync_free_step=true"],
+    "fast-mb8-c2048-log10": GRAPHS8 + FAST + ["logging.every_n_steps=10"],
+    "fast-mb8-c2048-sf-log10": GRAPHS8 + FAST + ["optim.sync_free_step=true", "logging.every_n_steps=10"],
+    "full-fast-mb8-wgrad-fadam-fe-sf": FULL_MB8 + ["model.wgrad_fusion=true", "optim.fused_adam=true",
+                                                   "optim.foreach_scale=true", "optim.sync_free_step=true"],
 }
 
 
@@ -354,6 +359,8 @@ def main() -> None:
     ap.add_argument("--speed-steps", type=int, default=16, help="steps per speed row (median of 6..N)")
     ap.add_argument("--variant-timeout", type=int, default=200, help="seconds one variant may take")
     ap.add_argument("--profile-variant", default=None, help="--stage speed: profile two late steps of these (comma-separated)")
+    ap.add_argument("--sync-trace-variant", default=None,
+                    help="--stage speed: list the host-device syncs of two late steps of these (comma-separated)")
     ap.add_argument("--baseline-full", action="store_true", help="--stage speed: also HF full-parameter, mb 4")
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="extra trainer config overrides (key=value)")

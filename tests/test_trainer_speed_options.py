@@ -29,7 +29,12 @@ def test_two_variants_build_in_one_process(tmp_path):
               f"data.valid=[{prefix}_valid]", "data.seq_length=64", "schedule.max_steps=300", "data.num_workers=0",
               "model.sdpa_backend=default"]  # the plain path (the shipped config names cudnn)
     fast = ["model.sdpa_backend=cudnn", "peft.fused_adapters=true", "model.mlp_recompute=true",
-            "model.compile_layers=true"]
+            "model.compile_layers=true", "optim.sync_free_step=true"]
+    from megatron.core.optimizer import optimizer as megatron_optimizer
+
+    from trainer.megatron import sync_free_step
+    from trainer.run.callbacks import GradientCheck
+
     for i, extra in enumerate(([], fast, [])):
         cfg = load_config(ROOT / "configs/qwen25_05b_ja_lora.yaml", common + extra + [f"run_dir={tmp_path}/r{i}"])
         run = build(cfg, tok, accelerator="cpu")
@@ -38,6 +43,12 @@ def test_two_variants_build_in_one_process(tmp_path):
         if extra:
             assert isinstance(run.peft, FusedLoRA) and config.transformer_layer_spec is fast_layer_spec
             assert "attention cudnn, layers compiled, MLP fc1 recomputed, LoRA fused" in text
+            assert any(isinstance(c, GradientCheck) for c in run.trainer.callbacks)
+            assert run.trainer.strategy.ddp_config.check_for_nan_in_grad is False
+            assert megatron_optimizer.get_grad_norm_fp32 is sync_free_step.grad_norm_fp32
         else:
             assert type(run.peft).__name__ == "LeanLoRA" and config.transformer_layer_spec is sdpa_layer_spec
             assert "attention default, layers eager, MLP kept, LoRA lean" in text
+            assert not any(isinstance(c, GradientCheck) for c in run.trainer.callbacks)
+            assert run.trainer.strategy.ddp_config.check_for_nan_in_grad is True
+            assert megatron_optimizer.get_grad_norm_fp32 is not sync_free_step.grad_norm_fp32

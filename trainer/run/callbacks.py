@@ -79,10 +79,22 @@ class Preflight(Callback):
 
 
 class MetricsFile(Callback):
-    def __init__(self, path: str | Path, seq_length: int, global_batch_size: int):
+    """One JSON line per training step (and per validation) in ``metrics.jsonl``.
+
+    ``deferred`` (``optim.sync_free_step``): the step's loss and gradient norm travel to the host
+    without a wait (:class:`~trainer.run.deferred_values.DeferredValues`) and the line is written a
+    step or two later, with the step time as the GPU measured it between the ends of consecutive
+    steps; ``trainer.callback_metrics``, whose every read converts Lightning's progress-bar metrics
+    with one ``.item()`` each, is not read during training."""
+
+    def __init__(self, path: str | Path, seq_length: int, global_batch_size: int, deferred: bool = False):
         self.path = Path(path)
         self.tokens_per_step = seq_length * global_batch_size
+        self.global_batch_size = global_batch_size
+        self.deferred = deferred
         self._t0: float | None = None
+        self._lr: float | None = None
+        self._values = None
 
     def _write(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,27 +104,74 @@ class MetricsFile(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._t0 is None:
             self._t0 = time.perf_counter()
+        if self.deferred:  # the rate this step runs at (NeMo logs the same value here)
+            try:
+                self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            except (AttributeError, IndexError, KeyError, TypeError):
+                self._lr = None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def _record(self, step: int, loss, lr, grad_norm, step_time: float, consumed) -> dict:
+        record = {
+            "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "step_time_s": round(step_time, 4),
+            "tokens_per_s": round(self.tokens_per_step / step_time) if step_time > 0 else None,
+            "consumed_samples": consumed,
+        }
         import torch
 
+        if torch.cuda.is_available():
+            record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        return record
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not trainer.is_global_zero:  # one writer: the loss is already reduced over data parallel
             return
         now = time.perf_counter()
         step_time, self._t0 = now - (self._t0 or now), now
+        if self.deferred:
+            self._push(trainer, outputs, step_time)
+            return
         metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
-        record = {
-            "step": int(trainer.global_step),
-            "loss": metrics.get("reduced_train_loss", metrics.get("train_loss")),
-            "lr": metrics.get("lr"),
-            "grad_norm": metrics.get("grad_norm"),
-            "step_time_s": round(step_time, 4),
-            "tokens_per_s": round(self.tokens_per_step / step_time) if step_time > 0 else None,
-            "consumed_samples": metrics.get("consumed_samples"),
-        }
-        if torch.cuda.is_available():
-            record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        self._write(record)
+        self._write(self._record(int(trainer.global_step), metrics.get("reduced_train_loss", metrics.get("train_loss")),
+                                 metrics.get("lr"), metrics.get("grad_norm"), step_time,
+                                 metrics.get("consumed_samples")))
+
+    def _push(self, trainer, outputs, host_step_time: float) -> None:
+        from trainer.megatron import sync_free_step
+        from trainer.run.deferred_values import DeferredValues
+
+        if self._values is None:
+            self._values = DeferredValues()
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        step = int(trainer.global_step)
+        meta = {"step": step, "lr": self._lr, "host_s": host_step_time,
+                "consumed": float(step * self.global_batch_size)}
+        self._values.push(meta, [loss if hasattr(loss, "detach") else None, sync_free_step.peek_norm()])
+        self._flush(wait=False)
+
+    def _flush(self, wait: bool) -> None:
+        if self._values is None:
+            return
+        for meta, (loss, grad_norm), gpu_s in (self._values.drain() if wait else self._values.ready()):
+            self._write(self._record(meta["step"], loss, meta["lr"], grad_norm,
+                                     gpu_s if gpu_s is not None else meta["host_s"], meta["consumed"]))
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self._flush(wait=True)
+            if self._values is not None:
+                self._values.reset_timing()
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self._flush(wait=True)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.is_global_zero:
+            try:
+                self._flush(wait=True)  # the last steps' losses say what went wrong
+            except Exception:  # noqa: BLE001  (a broken CUDA context: keep the original error)
+                pass
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -202,6 +261,105 @@ class Profile(Callback):
                 return format_gaps(idle_gaps(json.load(f), steps))
         except (OSError, ValueError, RuntimeError) as exc:  # a profile without a timeline still has its tables
             return [f"(no timeline: {type(exc).__name__}: {exc})"]
+
+
+class SyncTrace(Callback):
+    """``logging.sync_trace_steps``: every host-device synchronisation of steps ``start``..``end-1``,
+    with its Python stack and time in the step (:mod:`trainer.run.sync_trace`), written to
+    ``sync_trace_steps{start}-{end}.txt`` under ``out_dir``. Without CUDA it writes that none was seen."""
+
+    def __init__(self, start: int, end: int, out_dir: str | Path):
+        from trainer.run.sync_trace import SyncLog
+
+        self.start, self.end, self.out_dir = start, end, Path(out_dir)
+        self.syncs, self._warnings, self._active = SyncLog(), None, False
+
+    def _show(self, message, category, filename, lineno, file=None, line=None):
+        from trainer.run.sync_trace import MESSAGE, short_stack
+
+        if MESSAGE in str(message):
+            import traceback
+
+            self.syncs.add(short_stack(traceback.extract_stack()[:-1]), time.perf_counter())
+        else:
+            self._old_show(message, category, filename, lineno, file, line)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not trainer.is_global_zero or not self.start <= trainer.global_step < self.end:
+            return
+        if not self._active:
+            import warnings
+
+            import torch
+
+            self._warnings = warnings.catch_warnings()
+            self._warnings.__enter__()  # restores the filters and showwarning when the trace ends
+            warnings.filterwarnings("always", message=".*synchronizing CUDA operation")
+            self._old_show, warnings.showwarning = warnings.showwarning, self._show
+            if torch.cuda.is_available():
+                torch.cuda.set_sync_debug_mode("warn")
+            self._active = True
+        self.syncs.begin_step(trainer.global_step, time.perf_counter())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._active and trainer.global_step >= self.end:
+            self._finish()
+
+    def on_train_end(self, trainer, pl_module):
+        if self._active:  # the run ended inside the traced steps
+            self._finish()
+
+    def _finish(self) -> None:
+        import torch
+
+        from trainer.run.sync_trace import format_trace
+
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode(0)
+        self._warnings.__exit__(None, None, None)
+        self._active = False
+        lines = format_trace(self.syncs)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = self.out_dir / f"sync_trace_steps{self.start}-{self.end}.txt"
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"sync trace: {lines[0]} -> {out}", flush=True)
+
+
+class GradientCheck(Callback):
+    """``optim.sync_free_step``: stop the run after a step whose gradient norm is NaN or infinite,
+    on every rank (:func:`trainer.megatron.sync_free_step.check_norm`). The norm is read without a
+    wait, a step or two late, and all pending norms are read before validation (so before any
+    checkpoint) and at the end of the run."""
+
+    def __init__(self):
+        self._values = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from trainer.megatron import sync_free_step
+        from trainer.run.deferred_values import DeferredValues
+
+        if self._values is None:
+            self._values = DeferredValues()
+        self._values.push({"step": int(trainer.global_step)}, [sync_free_step.peek_norm()])
+        self._check(wait=False)
+
+    def _check(self, wait: bool) -> None:
+        from trainer.megatron.sync_free_step import check_norm
+
+        if self._values is None:
+            return
+        for meta, (norm,), _ in (self._values.drain() if wait else self._values.ready()):
+            check_norm(norm, meta["step"])
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._check(wait=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self._check(wait=True)
+
+    def on_train_end(self, trainer, pl_module):
+        self._check(wait=True)
 
 
 class FusedAdam(Callback):

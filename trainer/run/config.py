@@ -151,6 +151,11 @@ class OptimConfig:
     """megatron's gradient clipping and its copy of the float32 main parameters into the bf16 model
     as torch ``foreach`` kernels instead of Python loops of one or two kernels per tensor
     (``trainer/megatron/multi_tensor_scale.py``); the same values to the bit."""
+    sync_free_step: bool = False
+    """No host-device synchronisation between the last backward and the optimizer: the gradient
+    norm and the clipping stay on the GPU, NeMo's loss reduction compares nothing on the host,
+    and megatron's per-bucket NaN check is replaced by a check of the gradient norm at the end of
+    the step (``trainer/megatron/sync_free_step.py``); the same values. Needs ``clip_grad`` > 0."""
 
 
 @dataclass
@@ -204,6 +209,11 @@ class LoggingConfig:
     """``[start, end]``: profile training steps start..end-1 with ``torch.profiler`` and
     write a table of the top operators and kernels (``profile_steps{start}-{end}.txt``)
     and the split of wall time into GPU-busy and idle under ``run_dir``."""
+    sync_trace_steps: list[int] | None = None
+    """``[start, end]``: record every host-device synchronisation of training steps
+    start..end-1 (torch's sync debug mode), with where it came from and when in the step
+    (``sync_trace_steps{start}-{end}.txt`` under ``run_dir``). Cheaper than the profiler,
+    so the times are those of an ordinary step."""
 
 
 @dataclass
@@ -261,6 +271,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("optim.lr", o.lr > 0, f"{o.lr} must be positive"),
         ("optim.min_lr", 0 <= o.min_lr <= o.lr, f"{o.min_lr} must lie in [0, optim.lr={o.lr}]"),
         ("optim.schedule", o.schedule in ("cosine", "constant"), f"{o.schedule!r} is not cosine or constant"),
+        ("optim.sync_free_step", not o.sync_free_step or o.clip_grad > 0,
+         "needs optim.clip_grad > 0: its NaN check reads the gradient norm that clipping computes"),
         ("optim.precision", o.precision in ("bf16-mixed", "32"), f"{o.precision!r} is not bf16-mixed or 32"),
         ("schedule.micro_batch_size", s.micro_batch_size > 0, f"{s.micro_batch_size} must be positive"),
         ("schedule.global_batch_size", s.global_batch_size % max(s.micro_batch_size, 1) == 0,
@@ -273,6 +285,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("logging.profile_steps", cfg.logging.profile_steps is None or (
             len(cfg.logging.profile_steps) == 2 and 0 <= cfg.logging.profile_steps[0] < cfg.logging.profile_steps[1]),
          f"{cfg.logging.profile_steps} must be [start, end] with 0 <= start < end"),
+        ("logging.sync_trace_steps", cfg.logging.sync_trace_steps is None or (
+            len(cfg.logging.sync_trace_steps) == 2
+            and 0 <= cfg.logging.sync_trace_steps[0] < cfg.logging.sync_trace_steps[1]),
+         f"{cfg.logging.sync_trace_steps} must be [start, end] with 0 <= start < end"),
         ("checkpoint.save_top_k", cfg.checkpoint.save_top_k >= 1, f"{cfg.checkpoint.save_top_k} must be >= 1"),
     ]
     checks += parallel_checks(cfg, PRESETS[m.preset]()) if m.preset in PRESETS else []

@@ -149,7 +149,8 @@ def ddp_config(cfg):
     p = cfg.parallel
     overlap = p.overlap_grad_reduce and data_parallel_size(p) > 1  # nothing to overlap on one rank
     return DistributedDataParallelConfig(
-        check_for_nan_in_grad=True,  # NeMo's default for ddp="megatron"
+        # NeMo's default for ddp="megatron"; optim.sync_free_step checks the gradient norm instead
+        check_for_nan_in_grad=not cfg.optim.sync_free_step,
         use_distributed_optimizer=use_distributed_optimizer(p),
         overlap_grad_reduce=overlap, bucket_size=p.bucket_size if overlap else None,
     )

@@ -135,7 +135,7 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
     from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule
     from megatron.core.optimizer import OptimizerConfig
 
-    from trainer.megatron import grad_norm, multi_tensor_scale, nemo_patches
+    from trainer.megatron import grad_norm, multi_tensor_scale, nemo_patches, sync_free_step
     from trainer.megatron.model import JaQwen2Model
     from trainer.run import parallel
     from trainer.run.callbacks import MetricsFile, Preflight, Profile
@@ -151,6 +151,10 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
         multi_tensor_scale.install()
     else:
         multi_tensor_scale.uninstall()  # a process that built a run with it before
+    if cfg.optim.sync_free_step:
+        sync_free_step.install()
+    else:
+        sync_free_step.uninstall()
     if parallel.use_distributed_optimizer(cfg.parallel):
         from trainer.megatron import dist_optim
 
@@ -194,14 +198,23 @@ def build(cfg: TrainConfig, tok, *, accelerator: str = "gpu") -> Run:
                                use_distributed_optimizer=parallel.use_distributed_optimizer(cfg.parallel)),
         lr_scheduler=sched,
     )
-    callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size),
+    callbacks = [MetricsFile(run_dir / cfg.logging.metrics_file, cfg.data.seq_length, s.global_batch_size,
+                             deferred=o.sync_free_step),
                  Preflight(s.preflight_batches, preset.vocab_size, expect_trained=not cfg.model.from_scratch)]
+    if o.sync_free_step:
+        from trainer.run.callbacks import GradientCheck
+
+        callbacks.append(GradientCheck())
     if o.fused_adam:
         from trainer.run.callbacks import FusedAdam
 
         callbacks.append(FusedAdam())
     if cfg.logging.profile_steps:
         callbacks.append(Profile(*cfg.logging.profile_steps, out_dir=run_dir))
+    if cfg.logging.sync_trace_steps:
+        from trainer.run.callbacks import SyncTrace
+
+        callbacks.append(SyncTrace(*cfg.logging.sync_trace_steps, out_dir=run_dir))
     if s.early_stopping.patience is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
