@@ -36,7 +36,8 @@ class DeferredValues:
             values = [None if t is None else float(t.detach().reshape(-1)[0]) for t in tensors]
             self._queue.append((meta, values, None, None, None))
             return
-        stacked = torch.stack([tensors[i].detach().reshape(-1)[0].double() for i in present])
+        device = tensors[present[0]].device
+        stacked = torch.stack([tensors[i].detach().reshape(-1)[0].double().to(device) for i in present])
         host = torch.empty(stacked.shape, dtype=torch.float64, pin_memory=True)
         host.copy_(stacked, non_blocking=True)
         event = torch.cuda.Event(enable_timing=True)
