@@ -4,7 +4,10 @@
 schema ``trainer monitor`` reads: step, loss, val_loss, lr, grad_norm, step_time_s,
 tokens_per_s, gpu_mem_gb). ``Preflight`` scores the first validation batches
 before training (Lightning's sanity check) and stops a run that starts from a
-base checkpoint yet scores like random weights.
+base checkpoint yet scores like random weights. ``GradientCheck`` stops a run whose
+gradient norm is not finite (``optim.sync_free_step``); ``Profile`` and ``SyncTrace``
+(``logging.profile_steps``, ``logging.sync_trace_steps``) say where a step's time goes;
+``FusedAdam`` hooks torch's fused AdamW in once training starts.
 """
 
 from __future__ import annotations
