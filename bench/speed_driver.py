@@ -66,6 +66,19 @@ def cuda_alive() -> bool:
         return False
 
 
+def median_without_observed(step_times: list[float], steps: int, skip: int = 5) -> float | None:
+    """Median step time of steps ``skip+1``..``steps`` without the two that were profiled or traced
+    (batches ``steps-6`` and ``steps-5``, i.e. lines ``steps-5`` and ``steps-4`` of metrics.jsonl).
+
+    >>> median_without_observed([9.0] * 5 + [0.4] * 5 + [0.9, 0.9] + [0.5] * 4, 16)  # with the two: 0.5
+    0.4
+    """
+    import statistics
+
+    kept = [t for i, t in enumerate(step_times) if i >= skip and i not in (steps - 6, steps - 5)]
+    return round(statistics.median(kept), 4) if kept else None
+
+
 def run_variant(name: str, args, shared: dict) -> dict:
     import torch
 
@@ -115,6 +128,8 @@ def run_variant(name: str, args, shared: dict) -> dict:
             row["peak_gib"] = round(summary["peak_gib"] - left, 2)
         if row.get("s_per_step"):
             row["tokens_per_s"] = round(65536 / row["s_per_step"])
+        if any(o.startswith(("logging.profile_steps=", "logging.sync_trace_steps=")) for o in extra):
+            row["s_per_step_unobserved"] = median_without_observed(row["step_times"], args.steps)
     for prof in run_dir.glob("profile_steps*.txt"):
         (Path(args.out) / f"{name}_{prof.name}").write_text(prof.read_text())
     for trace in run_dir.glob("sync_trace_steps*.txt"):
@@ -180,8 +195,8 @@ def main() -> None:
         row = run_variant(name, args, shared)
         row.update(timings if i == 0 else {}, process=args.name, position=i)
         append_row(out / "rows.jsonl", row)
-        print("ROW", json.dumps({k: row.get(k) for k in ("row", "s_per_step", "peak_gib", "loss_last",
-                                                         "wall_s", "error")}), flush=True)
+        print("ROW", json.dumps({k: row.get(k) for k in ("row", "s_per_step", "s_per_step_unobserved", "peak_gib",
+                                                         "loss_last", "wall_s", "error")}), flush=True)
         if "error" in row and not cuda_alive():
             sys.exit(3)
     (out / f"{args.name}.progress").unlink(missing_ok=True)
