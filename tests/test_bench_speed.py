@@ -133,3 +133,11 @@ def test_rows_file_skips_a_row_still_being_written_and_keeps_appends_whole(tmp_p
     rows_file.append_row(path, big)
     assert rows_file.read_rows(path)[-1] == big
     assert rows_file.read_rows(tmp_path / "absent.jsonl") == []
+
+
+def test_a_traced_rows_median_leaves_out_the_traced_steps():
+    from speed_driver import median_without_observed
+
+    times = [9.0] * 5 + [0.4] * 5 + [0.9, 0.9] + [0.5] * 4  # lines 11-12 traced (batches 10-11 of 16)
+    assert median_without_observed(times, 16) == 0.4
+    assert median_without_observed(times[:5], 16) is None

@@ -91,3 +91,11 @@ def test_a_nan_gradient_norm_stops_the_run_at_its_step(tmp_path):
     assert "STOPPED: step 3: the gradient norm is nan" in result.stdout
     rows = _rows(tmp_path / "m.jsonl")
     assert rows[-1]["step"] == 3 and rows[-1]["grad_norm"] != rows[-1]["grad_norm"]  # NaN, written before the stop
+
+
+def test_docstring_examples():
+    import doctest
+
+    from trainer.run import deferred_values
+
+    assert doctest.testmod(deferred_values).failed == 0

@@ -73,3 +73,11 @@ def test_sync_trace_counts_the_traced_steps_and_names_the_sites(tmp_path):
     assert "an unrelated warning" in result.stderr  # other warnings still reach the user
     assert "synchronizing CUDA operation" in result.stderr  # ... and so do the untraced steps' sync warnings
     assert "sync trace: steps 2..4" in result.stdout
+
+
+def test_docstring_examples():
+    import doctest
+
+    from trainer.run import sync_trace
+
+    assert doctest.testmod(sync_trace).failed == 0
