@@ -7,6 +7,8 @@ stream (``non_blocking``) and records a CUDA event behind them; :meth:`ready` ha
 order, the steps whose event has completed (``Event.query()``, which never waits), with the GPU
 time between consecutive steps' events, i.e. the step time as the GPU saw it, idle included.
 :meth:`drain` waits for the rest (before validation, a checkpoint or the end of the run).
+At most ``max_pending`` steps wait at once: a host further ahead waits for the oldest, which
+bounds both the lead and the pinned memory in flight.
 Without CUDA the values are read at once.
 
 >>> d = DeferredValues()
@@ -25,9 +27,10 @@ import torch
 class DeferredValues:
     """A queue of steps whose scalars are still on their way to the host."""
 
-    def __init__(self):
+    def __init__(self, max_pending: int = 4):
         self._queue: deque = deque()
         self._last_event = None
+        self.max_pending = max_pending
 
     def push(self, meta: dict, tensors: list) -> None:
         """Queue one step: ``tensors`` (0-d or one-element tensors, or None) and ``meta`` (host values)."""
@@ -44,6 +47,8 @@ class DeferredValues:
         event.record()
         self._queue.append((meta, (len(tensors), present, host), event, self._last_event, stacked))
         self._last_event = event
+        if len(self._queue) > self.max_pending:  # the host may lead by this many steps, no more
+            self._queue[0][2].synchronize()
 
     def ready(self, wait: bool = False):
         """Yield ``(meta, values, gpu_s_since_previous_step or None)`` of every completed step, oldest first."""
