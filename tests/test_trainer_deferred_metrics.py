@@ -22,21 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
     import sys
-    import lightning.pytorch as pl
+    sys.path.insert(0, "tests")
     import torch
+    from lightning_tiny import Tiny, fit
     from trainer.megatron import sync_free_step
     from trainer.run.callbacks import GradientCheck, MetricsFile
 
     mode, out, nan_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-    class Tiny(pl.LightningModule):
+    class Logs(Tiny):
         def __init__(self):
-            super().__init__()
             torch.manual_seed(0)
-            self.layer = torch.nn.Linear(16, 16)
+            super().__init__()
 
         def training_step(self, batch, batch_idx):
-            loss = self.layer(batch).pow(2).mean()
+            loss = super().training_step(batch, batch_idx)
             self.log("reduced_train_loss", loss.detach(), prog_bar=True)
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self.log("consumed_samples", float((self.trainer.global_step + 1) * 4))
@@ -44,9 +44,6 @@ SCRIPT = textwrap.dedent('''
             self.log("grad_norm", norm)
             sync_free_step._last_norm[:] = [torch.tensor(norm, dtype=torch.float64)]
             return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
         def train_dataloader(self):
             return torch.utils.data.DataLoader(torch.randn(64, 16, generator=torch.Generator().manual_seed(1)),
@@ -56,8 +53,7 @@ SCRIPT = textwrap.dedent('''
     if mode == "deferred":
         callbacks.append(GradientCheck())
     try:
-        pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks).fit(Tiny())
+        fit(Logs(), callbacks)
     except sync_free_step.NonFiniteGradient as exc:
         print("STOPPED:", exc)
         sys.exit(5)

@@ -22,27 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
     import sys
-    import lightning.pytorch as pl
-    import torch
+    sys.path.insert(0, "tests")
+    from lightning_tiny import Tiny, fit
     from trainer.run.callbacks import Profile
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(16, 16)
-
-        def training_step(self, batch, batch_idx):
-            return self.layer(batch).pow(2).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.randn(64, 16), batch_size=4)
-
-    pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False,
-               callbacks=[Profile(2, 5, sys.argv[1])]).fit(Tiny())
+    fit(Tiny(), [Profile(2, 5, sys.argv[1])])
 ''')
 
 

@@ -22,35 +22,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
     import sys, warnings
-    import lightning.pytorch as pl
-    import torch
+    sys.path.insert(0, "tests")
+    from lightning_tiny import Tiny, fit
     from trainer.run.callbacks import SyncTrace
 
     SYNC = "called a synchronizing CUDA operation"
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(16, 16)
-
+    class Warns(Tiny):
         def training_step(self, batch, batch_idx):
             for _ in range(2):
                 warnings.warn(SYNC)
-            return self.layer(batch).pow(2).mean()
+            return super().training_step(batch, batch_idx)
 
         def on_before_optimizer_step(self, optimizer):
             warnings.warn(SYNC)
             warnings.warn("an unrelated warning", UserWarning)
 
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.randn(64, 16), batch_size=4)
-
-    pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False,
-               callbacks=[SyncTrace(2, 5, sys.argv[1])]).fit(Tiny())
+    fit(Warns(), [SyncTrace(2, 5, sys.argv[1])])
 ''')
 
 
