@@ -118,10 +118,11 @@ def run_variant(name: str, args, shared: dict) -> dict:
         if shared.get(link) and not (run_dir / link).exists():
             (run_dir / link).symlink_to(shared[link])
     extra = variant_overrides(name)
-    if name in (args.profile_variant or "").split(","):
-        extra.append(f"logging.profile_steps=[{args.steps - 6},{args.steps - 4}]")
-    if name in (args.sync_trace_variant or "").split(","):
-        extra.append(f"logging.sync_trace_steps=[{args.steps - 6},{args.steps - 4}]")
+    observed = False  # two late steps profiled or traced, hence slower
+    for key, names in (("profile_steps", args.profile_variant), ("sync_trace_steps", args.sync_trace_variant)):
+        if name in (names or "").split(","):
+            extra.append(f"logging.{key}=[{args.steps - 6},{args.steps - 4}]")
+            observed = True
     overrides = run_overrides(args.shards, str(run_dir), args.steps, args.steps, extra)
     cfg = load_config(CONFIG, overrides)
     sdpa_backend.USED.clear()
@@ -152,12 +153,10 @@ def run_variant(name: str, args, shared: dict) -> dict:
             row["peak_gib"] = round(summary["peak_gib"] - left, 2)
         if row.get("s_per_step"):
             row["tokens_per_s"] = round(65536 / row["s_per_step"])
-        if any(o.startswith(("logging.profile_steps=", "logging.sync_trace_steps=")) for o in extra):
+        if observed:
             row["s_per_step_unobserved"] = median_without_observed(row["step_times"], args.steps)
-    for prof in run_dir.glob("profile_steps*.txt"):
-        (Path(args.out) / f"{name}_{prof.name}").write_text(prof.read_text())
-    for trace in run_dir.glob("sync_trace_steps*.txt"):
-        (Path(args.out) / f"{name}_{trace.name}").write_text(trace.read_text())
+    for report in [*run_dir.glob("profile_steps*.txt"), *run_dir.glob("sync_trace_steps*.txt")]:
+        (Path(args.out) / f"{name}_{report.name}").write_text(report.read_text())
     for trace in run_dir.glob("profile_steps*.json.gz"):  # the timeline, for Perfetto
         (Path(args.out) / f"{name}_{trace.name}").write_bytes(trace.read_bytes())
     if "index_cache" not in shared and (run_dir / "index_cache").is_dir():

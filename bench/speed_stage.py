@@ -86,7 +86,7 @@ class Stage:
                "--run-root", a.run_dir + "_speed"]
         if a.profile_variant:
             cmd += ["--profile-variant", a.profile_variant]
-        if getattr(a, "sync_trace_variant", None):
+        if a.sync_trace_variant:
             cmd += ["--sync-trace-variant", a.sync_trace_variant]
         self.spawn(name, cmd, env, REPO, first=True)
 

@@ -55,7 +55,7 @@ def test_megatrons_bf16_optimizer_trains_to_the_same_bits(on_cpu, clip_grad):
     try:
         norms = []
         got = _train(3, clip_grad)
-        norms.append(sync_free_step.check_last_norm(step=3))
+        norms.append(sync_free_step.check_norm(float(sync_free_step.peek_norm()), step=3))
     finally:
         sync_free_step.uninstall()
     assert got[0] == ref[0]
@@ -119,10 +119,10 @@ def test_loss_reduction_equals_nemos_without_host_reads(model_parallel, micro):
 def test_a_nan_gradient_norm_stops_the_run():
     sync_free_step._last_norm[:] = [torch.tensor(float("nan"), dtype=torch.float64)]
     with pytest.raises(sync_free_step.NonFiniteGradient, match="step 7: the gradient norm is nan"):
-        sync_free_step.check_last_norm(step=7)
+        sync_free_step.check_norm(float(sync_free_step.peek_norm()), step=7)
     sync_free_step._last_norm[:] = [torch.tensor(0.25, dtype=torch.float64)]
-    assert sync_free_step.check_last_norm(step=8) == 0.25
-    assert sync_free_step.check_last_norm(step=9) is None  # read once: nothing left for the next step
+    assert sync_free_step.check_norm(float(sync_free_step.peek_norm()), step=8) == 0.25
+    assert sync_free_step.check_norm(None, step=9) is None  # no norm computed: nothing to check
 
 
 def test_install_replaces_the_names_upstream_calls():

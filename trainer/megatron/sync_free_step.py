@@ -74,7 +74,7 @@ def grad_norm_fp32(grads_for_norm, norm_type=2, grad_stats_parallel_group=None):
     from megatron.core.optimizer import clip_grads
 
     if float(norm_type) != 2.0:
-        return _UPSTREAM[("clip_grads", "get_grad_norm_fp32")](grads_for_norm, norm_type, grad_stats_parallel_group)
+        return _UPSTREAM[("optimizer", "get_grad_norm_fp32")](grads_for_norm, norm_type, grad_stats_parallel_group)
     if isinstance(grads_for_norm, torch.Tensor):
         grads_for_norm = [grads_for_norm]
     data_parallel_group = None
@@ -141,13 +141,6 @@ def check_norm(value: float | None, step: int) -> float | None:
     return value
 
 
-def check_last_norm(step: int) -> float | None:
-    """:func:`check_norm` of the ending step's norm, read now (one sync); the norm is then forgotten."""
-    if not _last_norm:
-        return None
-    return check_norm(float(_last_norm.pop()), step)
-
-
 def log_lr_without_sync(self, trainer, pl_module, batch, batch_idx) -> None:
     """NeMo's ``OptimizerModule.on_train_batch_start``, the learning rate sent to the GPU from pinned
     memory without a wait (NeMo's own way for its other logged values) instead of a pageable copy."""
@@ -161,14 +154,13 @@ def log_lr_without_sync(self, trainer, pl_module, batch, batch_idx) -> None:
 
 
 def install() -> bool:
-    """Swap the three functions in (idempotent); True if upstream still calls them where we replace them."""
-    from megatron.core.optimizer import clip_grads, optimizer
+    """Swap the four functions in (idempotent); True if megatron still calls its two where we replace them."""
+    from megatron.core.optimizer import optimizer
     from nemo.lightning.megatron_parallel import MaskedTokenLossReduction
     from nemo.lightning.pytorch.optim.base import OptimizerModule
 
     if not _UPSTREAM:
-        _UPSTREAM.update({("clip_grads", "get_grad_norm_fp32"): clip_grads.get_grad_norm_fp32,
-                          ("optimizer", "get_grad_norm_fp32"): optimizer.get_grad_norm_fp32,
+        _UPSTREAM.update({("optimizer", "get_grad_norm_fp32"): optimizer.get_grad_norm_fp32,
                           ("optimizer", "clip_grad_by_total_norm_fp32"): optimizer.clip_grad_by_total_norm_fp32,
                           ("nemo", "reduce"): MaskedTokenLossReduction.reduce,
                           ("nemo", "lr"): OptimizerModule.on_train_batch_start})

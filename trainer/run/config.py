@@ -282,13 +282,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"{o.warmup_steps} must be below schedule.max_steps={s.max_steps}"),
         ("schedule.val_every", s.val_every > 0, f"{s.val_every} must be positive"),
         ("schedule.val_batches", s.val_batches > 0, f"{s.val_batches} must be positive"),
-        ("logging.profile_steps", cfg.logging.profile_steps is None or (
-            len(cfg.logging.profile_steps) == 2 and 0 <= cfg.logging.profile_steps[0] < cfg.logging.profile_steps[1]),
-         f"{cfg.logging.profile_steps} must be [start, end] with 0 <= start < end"),
-        ("logging.sync_trace_steps", cfg.logging.sync_trace_steps is None or (
-            len(cfg.logging.sync_trace_steps) == 2
-            and 0 <= cfg.logging.sync_trace_steps[0] < cfg.logging.sync_trace_steps[1]),
-         f"{cfg.logging.sync_trace_steps} must be [start, end] with 0 <= start < end"),
+        *(_step_range_check(f"logging.{key}", getattr(cfg.logging, key)) for key in ("profile_steps", "sync_trace_steps")),
         ("checkpoint.save_top_k", cfg.checkpoint.save_top_k >= 1, f"{cfg.checkpoint.save_top_k} must be >= 1"),
     ]
     checks += parallel_checks(cfg, PRESETS[m.preset]()) if m.preset in PRESETS else []
@@ -299,6 +293,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         for i, entry in enumerate(getattr(d, part)):
             _check_shard_entry(f"data.{part}[{i}]", entry)
     return cfg
+
+
+def _step_range_check(key: str, steps: list[int] | None) -> tuple[str, bool, str]:
+    """A ``validate`` check: ``steps`` is unset or ``[start, end]`` with ``0 <= start < end``."""
+    ok = steps is None or (len(steps) == 2 and 0 <= steps[0] < steps[1])
+    return key, ok, f"{steps} must be [start, end] with 0 <= start < end"
 
 
 def _check_shard_entry(key: str, entry: Any) -> None:
